@@ -1,0 +1,66 @@
+"""`mmsent` command line. Thin: every subcommand is a `main(argv)` in its own module.
+
+mmsent predict --text "I love this!" [--image PATH_OR_URL] [--model DIR]
+mmsent score INPUT OUTPUT [--config configs/score/<name>.yaml]
+mmsent serve [--config configs/serve/<name>.yaml]
+mmsent train --config configs/train/<name>.yaml
+mmsent evaluate MODEL_DIR DATA
+mmsent make-demo-data OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+# subcommand -> module with main(argv); modules are imported only when their command runs
+COMMANDS = {
+    "predict": ("mmsent.cli", "score one post and print JSON"),
+    "score": ("mmsent.pipeline.score", "bulk-score a dump with Ray Data"),
+    "serve": ("mmsent.serve.app", "serve the model over HTTP with Ray Serve"),
+    "train": ("mmsent.train.trainer", "train a fused model"),
+    "evaluate": ("mmsent.train.evaluate", "evaluation report of a checkpoint"),
+    "make-demo-data": ("mmsent.demo_data", "write a demo social-media dump"),
+    "make-sample-dump": ("mmsent.pipeline.sample", "write the sample dump the README scores"),
+}
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mmsent predict", description="Score one post; prints JSON.")
+    ap.add_argument("--text", default=None, help="the post's text")
+    ap.add_argument("--image", default=None, help="image path, file://, http(s):// or s3:// URL")
+    ap.add_argument(
+        "--model", default=None, help="checkpoint directory (default: the shipped model)"
+    )
+    args = ap.parse_args(argv)
+    if args.text is None and args.image is None:
+        ap.error("give --text, --image or both")
+    from .config import FetchCfg
+    from .io.fetch import fetch
+    from .predictor import Predictor
+
+    image, status = fetch(args.image, FetchCfg()) if args.image else (None, None)
+    [result] = Predictor(args.model).predict(
+        [{"text": args.text, "image": image, "image_status": status}]
+    )
+    print(json.dumps(result, indent=2))
+    return 0 if result["label"] is not None else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = "\n".join(f"  {name:16s} {help_}" for name, (_, help_) in COMMANDS.items())
+        print(f"usage: mmsent COMMAND [ARGS]\n\ncommands:\n{lines}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    name, rest = argv[0], argv[1:]
+    if name == "predict":
+        return predict_main(rest)
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

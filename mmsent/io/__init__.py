@@ -1,0 +1,1 @@
+"""Reading images and dumps: local paths, file://, http(s):// and s3:// (any S3-compatible store)."""

@@ -1,0 +1,219 @@
+"""Fetch image bytes by URL with timeouts, retries with backoff, a byte cap and, for serving, an
+SSRF guard. Failures are status codes (mmsent.schema), never exceptions.
+
+    data, status = fetch("s3://bucket/img.jpg", FetchCfg())
+    datas, statuses = fetch_many(urls, FetchCfg(concurrency=16))
+
+S3 endpoint, keys and region come from the usual AWS settings (AWS_ENDPOINT_URL, ...), so MinIO,
+moto and AWS all work. With `block_private_networks`, a host is resolved first, every address is
+checked, the connection goes to the checked address (no second lookup to rebind), and every
+redirect hop is checked the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+import urllib3
+
+from .. import schema as S
+from ..config import FetchCfg
+
+TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
+_local = threading.local()
+
+
+class FetchFailure(Exception):
+    def __init__(self, status: str, transient: bool = False):
+        super().__init__(status)
+        self.status, self.transient = status, transient
+
+
+def fetch(url: str | None, cfg: FetchCfg) -> tuple[bytes | None, str]:
+    if (
+        url is None
+        or (isinstance(url, float) and url != url)
+        or (isinstance(url, str) and not url.strip())
+    ):
+        return None, S.MISSING
+    if not isinstance(url, str):
+        return None, S.IMAGE_URL_INVALID
+    url = url.strip()
+    scheme = urlsplit(url).scheme.lower() if "://" in url else "file"
+    if scheme not in cfg.schemes:
+        return None, S.IMAGE_URL_INVALID
+    reader = {"s3": _read_s3, "http": _read_http, "https": _read_http, "file": _read_file}[scheme]
+    delay = cfg.backoff_s
+    for attempt in range(cfg.retries + 1):
+        try:
+            return reader(url, cfg), S.OK
+        except FetchFailure as e:
+            if not e.transient or attempt == cfg.retries:
+                return None, e.status
+        time.sleep(delay * (0.5 + random.random()))
+        delay *= 2
+    raise AssertionError("unreachable")
+
+
+def fetch_many(urls, cfg: FetchCfg) -> tuple[list[bytes | None], list[str]]:
+    """Fetch a batch with at most `cfg.concurrency` requests in flight; results in input order."""
+    urls = list(urls)
+    if not urls:
+        return [], []
+    with ThreadPoolExecutor(max_workers=max(1, min(cfg.concurrency, len(urls)))) as pool:
+        results = list(pool.map(lambda u: fetch(u, cfg), urls))
+    return [r[0] for r in results], [r[1] for r in results]
+
+
+def _read_file(url: str, cfg: FetchCfg) -> bytes:
+    path = Path(unquote(urlsplit(url).path)) if url.startswith("file://") else Path(url)
+    try:
+        if path.stat().st_size > cfg.max_bytes:
+            raise FetchFailure(S.IMAGE_BYTES_TOO_LARGE)
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        raise FetchFailure(S.IMAGE_NOT_FOUND) from None
+    except OSError:
+        raise FetchFailure(S.IMAGE_FETCH_ERROR) from None
+
+
+def _s3_client(cfg: FetchCfg):
+    key = (cfg.timeout_s, cfg.retries, os.environ.get("AWS_ENDPOINT_URL"))
+    if getattr(_local, "s3_key", None) != key:
+        import boto3
+        from botocore.config import Config
+
+        conf = Config(connect_timeout=cfg.timeout_s, read_timeout=cfg.timeout_s, retries={"max_attempts": 1},
+                      max_pool_connections=max(10, cfg.concurrency))  # fmt: skip
+        _local.s3, _local.s3_key = boto3.session.Session().client("s3", config=conf), key
+    return _local.s3
+
+
+def _read_s3(url: str, cfg: FetchCfg) -> bytes:
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        ReadTimeoutError,
+    )
+
+    parts = urlsplit(url)
+    if not parts.netloc or not parts.path.strip("/"):
+        raise FetchFailure(S.IMAGE_URL_INVALID)
+    try:
+        obj = _s3_client(cfg).get_object(Bucket=parts.netloc, Key=unquote(parts.path.lstrip("/")))
+        if obj.get("ContentLength", 0) > cfg.max_bytes:
+            raise FetchFailure(S.IMAGE_BYTES_TOO_LARGE)
+        data = obj["Body"].read(cfg.max_bytes + 1)
+        if len(data) > cfg.max_bytes:
+            raise FetchFailure(S.IMAGE_BYTES_TOO_LARGE)
+        return data
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        http = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in ("NoSuchKey", "NoSuchBucket", "404") or http == 404:
+            raise FetchFailure(S.IMAGE_NOT_FOUND) from None
+        raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=http in TRANSIENT_HTTP) from None
+    except (ConnectTimeoutError, ReadTimeoutError):
+        raise FetchFailure(S.IMAGE_FETCH_TIMEOUT, transient=True) from None
+    except BotoCoreError:
+        raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=True) from None
+
+
+def _pool() -> urllib3.PoolManager:
+    if not hasattr(_local, "http"):
+        _local.http = urllib3.PoolManager(num_pools=32, maxsize=4, retries=False)
+    return _local.http
+
+
+def is_public_address(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return addr.is_global and not addr.is_multicast
+
+
+def _checked_address(host: str, port: int) -> str:
+    """Resolve `host`; refuse it unless every address is public. Returns the address to dial."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise FetchFailure(S.IMAGE_FETCH_ERROR) from None
+    addrs = [info[4][0] for info in infos]
+    if not addrs or not all(is_public_address(a) for a in addrs):
+        raise FetchFailure(S.IMAGE_URL_FORBIDDEN)
+    return addrs[0]
+
+
+def _read_http(url: str, cfg: FetchCfg) -> bytes:
+    timeout = urllib3.Timeout(connect=cfg.timeout_s, read=cfg.timeout_s)
+    for _ in range(cfg.max_redirects + 1):
+        parts = urlsplit(url)
+        if (
+            parts.scheme not in ("http", "https")
+            or parts.scheme not in cfg.schemes
+            or not parts.hostname
+        ):
+            raise FetchFailure(S.IMAGE_URL_INVALID)
+        try:
+            if cfg.block_private_networks:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                ip = _checked_address(parts.hostname, port)
+                kw = (
+                    {"assert_hostname": parts.hostname, "server_hostname": parts.hostname}
+                    if parts.scheme == "https"
+                    else {}
+                )
+                pool = urllib3.connectionpool.connection_from_url(
+                    f"{parts.scheme}://{_bracket(ip)}:{port}", retries=False, **kw
+                )
+                path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                resp = pool.urlopen(
+                    "GET",
+                    path,
+                    headers={"Host": parts.netloc},
+                    timeout=timeout,
+                    redirect=False,
+                    preload_content=False,
+                )
+            else:
+                resp = _pool().urlopen(
+                    "GET", url, timeout=timeout, redirect=False, preload_content=False
+                )
+        except urllib3.exceptions.TimeoutError:
+            raise FetchFailure(S.IMAGE_FETCH_TIMEOUT, transient=True) from None
+        except urllib3.exceptions.HTTPError:
+            raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=True) from None
+        try:
+            if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
+                url = urljoin(url, resp.headers["Location"])
+                continue
+            if resp.status == 404 or resp.status == 410:
+                raise FetchFailure(S.IMAGE_NOT_FOUND)
+            if resp.status != 200:
+                raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=resp.status in TRANSIENT_HTTP)
+            if int(resp.headers.get("Content-Length") or 0) > cfg.max_bytes:
+                raise FetchFailure(S.IMAGE_BYTES_TOO_LARGE)
+            data = resp.read(cfg.max_bytes + 1)
+            if len(data) > cfg.max_bytes:
+                raise FetchFailure(S.IMAGE_BYTES_TOO_LARGE)
+            return data
+        except urllib3.exceptions.TimeoutError:
+            raise FetchFailure(S.IMAGE_FETCH_TIMEOUT, transient=True) from None
+        except urllib3.exceptions.HTTPError:
+            raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=True) from None
+        finally:
+            resp.release_conn()
+    raise FetchFailure(S.IMAGE_FETCH_ERROR)  # too many redirects
+
+
+def _bracket(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip

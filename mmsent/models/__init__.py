@@ -1,0 +1,1 @@
+"""Towers, fusion heads, the fused classifier and its checkpoints."""

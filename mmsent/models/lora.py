@@ -1,0 +1,33 @@
+"""Low-rank adapters (Hu et al. 2021): W x + (alpha / r) B A x, with W frozen and B zero at start."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        self.base = base
+        self.scale = alpha / rank
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
+
+
+def add_lora(module: nn.Module, rank: int, alpha: float) -> list[nn.Module]:
+    """Wrap every nn.Linear inside `module` with an adapter; returns the adapters."""
+    adapters = []
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                adapter = LoRALinear(child, rank, alpha)
+                setattr(parent, name, adapter)
+                adapters.append(adapter)
+    return adapters

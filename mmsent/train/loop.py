@@ -1,0 +1,124 @@
+"""The training loop shared by every trainer: batches through the one preprocessing path,
+AdamW with warm-up and linear decay, class weights, gradient clipping, a progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import TrainCfg
+from ..models.model import MultimodalClassifier
+from ..preprocess import Preprocessor, to_tensors
+from .data import Posts
+from .metrics import report
+
+
+def batches(posts: Posts, pre: Preprocessor, size: int, rng: np.random.Generator | None = None,
+            length_buckets: bool = False) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:  # fmt: skip
+    """Preprocessed batches; shuffled when `rng` is given, with similar text lengths together."""
+    order = np.arange(len(posts))
+    if rng is not None:
+        order = rng.permutation(len(posts))
+        if length_buckets:  # sort within windows of 50 batches, then shuffle the batches
+            lens = np.array([len(t or "") for t in posts.texts])
+            win = size * 50
+            order = np.concatenate(
+                [
+                    c[np.argsort(lens[c], kind="stable")]
+                    for c in np.split(order, range(win, len(order), win))
+                ]
+            )
+    chunks = [order[i : i + size] for i in range(0, len(order), size)]
+    if rng is not None:
+        rng.shuffle(chunks)
+    for idx in chunks:
+        yield pre([posts.texts[i] for i in idx], [posts.images[i] for i in idx]), posts.labels[idx]
+
+
+@torch.inference_mode()
+def predict_posts(model: MultimodalClassifier, pre: Preprocessor, posts: Posts, batch_size: int = 64,
+                  drop: Callable[[dict], dict] | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """Class probabilities (N, K) and fusion weights (N, M) or None, in input order."""
+    model.eval()
+    probs, weights = [], []
+    for batch, _ in batches(posts, pre, batch_size):
+        t = to_tensors(batch, model.device)
+        out = model(t, drop=drop(t) if drop else None)
+        probs.append(out.logits.float().softmax(-1).cpu().numpy())
+        if out.weights is not None:
+            weights.append(out.weights.float().cpu().numpy())
+    return np.concatenate(probs), (np.concatenate(weights) if weights else None)
+
+
+def make_optimizer(model: MultimodalClassifier, cfg: TrainCfg, total_steps: int):
+    tower_params = [p for p in model.towers.parameters() if p.requires_grad]
+    head_params = [p for p in model.head.parameters() if p.requires_grad]
+    groups = [{"params": head_params, "lr": cfg.head_lr}]
+    if tower_params:
+        groups.append({"params": tower_params, "lr": cfg.lr})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    warm = max(1, int(cfg.warmup_ratio * total_steps))
+
+    def schedule(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=k).astype(float)
+    return torch.tensor(len(labels) / (k * np.maximum(counts, 1.0)), dtype=torch.float32)
+
+
+def modality_dropout(
+    batch: dict[str, torch.Tensor], p: float, gen: torch.Generator
+) -> dict[str, torch.Tensor] | None:
+    """Hide text or image of posts that have both, at rate p, so the model learns either alone."""
+    if p <= 0 or "has_image" not in batch or "has_text" not in batch:
+        return None
+    both = batch["has_text"].bool() & batch["has_image"].bool()
+    hit = both & (torch.rand(both.shape, generator=gen) < p).to(both.device)
+    which = (torch.rand(both.shape, generator=gen) < 0.5).to(both.device)
+    return {"text": hit & which, "image": hit & ~which}
+
+
+def train_epoch(model: MultimodalClassifier, pre: Preprocessor, posts: Posts, cfg: TrainCfg, opt, sched,
+                rng: np.random.Generator, loss_fn: nn.Module, desc: str = "train") -> float:  # fmt: skip
+    model.train()
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    total, n = 0.0, 0
+    steps = math.ceil(len(posts) / cfg.batch_size)
+    bar = tqdm(
+        batches(posts, pre, cfg.batch_size, rng, cfg.length_buckets),
+        total=steps,
+        desc=desc,
+        mininterval=5,
+    )
+    for batch, labels in bar:
+        t = to_tensors(batch, model.device)
+        out = model(t, drop=modality_dropout(t, model.cfg.fusion.modality_dropout, gen))
+        loss = loss_fn(out.logits, torch.from_numpy(labels).to(model.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], cfg.grad_clip
+        )
+        opt.step()
+        sched.step()
+        total += loss.item() * len(labels)
+        n += len(labels)
+        bar.set_postfix(loss=f"{total / n:.4f}", refresh=False)
+    return total / max(n, 1)
+
+
+def evaluate(model, pre, posts: Posts, batch_size: int = 64) -> dict:
+    probs, _ = predict_posts(model, pre, posts, batch_size)
+    return report(posts.labels, probs.argmax(1), model.cfg.labels)
