@@ -106,4 +106,4 @@ class Predictor:
             [p.get("image_status") for p in posts],
         )
         rows = S.rows_from_columns(self.runner(batch))
-        return [S.prediction_to_json(r, self.cfg.labels, ["text", "image"]) for r in rows]
+        return [S.prediction_to_json(r, self.cfg.labels, self.runner.modalities) for r in rows]

@@ -26,6 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import schema as S
 from .config import ModelCfg, PreprocessCfg
 
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
 MODEL_KEYS = ("input_ids", "attention_mask", "has_text", "pixels", "has_image")
 
 
@@ -139,7 +140,7 @@ def decode_image(
         return None, S.IMAGE_BYTES_TOO_LARGE
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # bomb and corrupt-EXIF warnings: statuses say it
             im = Image.open(io.BytesIO(data))
             if im.width * im.height > cfg.max_image_pixels:
                 return None, S.IMAGE_TOO_LARGE
@@ -153,8 +154,8 @@ def decode_image(
             return np.asarray(im, dtype=np.uint8), S.OK
     except Image.DecompressionBombError:
         return None, S.IMAGE_TOO_LARGE
-    except UnidentifiedImageError:
-        return None, S.NOT_AN_IMAGE
+    except UnidentifiedImageError:  # an image format's signature with a broken body is corrupt
+        return None, S.IMAGE_DECODE_ERROR if data.startswith(IMAGE_SIGNATURES) else S.NOT_AN_IMAGE
     except OSError as e:
         return None, S.IMAGE_TRUNCATED if "truncated" in str(e).lower() else S.IMAGE_DECODE_ERROR
     except Exception:  # noqa: BLE001 - any decoder failure is a row error, never a batch crash
@@ -173,7 +174,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
         a = np.asarray(im, dtype=np.float32)
         lo, hi = float(a.min()), float(a.max())
         a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(a.astype(np.uint8)).convert("RGB")
     return im if im.mode == "RGB" else im.convert("RGB")
 
 

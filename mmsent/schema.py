@@ -58,7 +58,8 @@ def row_error(statuses: dict[str, str]) -> str | None:
 def prediction_to_json(
     row: dict[str, Any], labels: list[str], modalities: list[str]
 ) -> dict[str, Any]:
-    """One flat output row (as written to Parquet) as the nested JSON of the CLI and the HTTP API."""
+    """One flat output row (as written to Parquet) as the nested JSON of the CLI and the HTTP API.
+    `modalities`: the model's, in the order of its fusion weights."""
 
     def num(x: Any) -> float | None:
         return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
@@ -70,7 +71,7 @@ def prediction_to_json(
         "confidence": num(row["confidence"]),
         "modalities_used": [m for m in row["modalities"].split("+") if m],
         "fusion_weights": weights if any(v is not None for v in weights.values()) else None,
-        "status": {m: row[f"{m}_status"] for m in modalities},
+        "status": {m: row[f"{m}_status"] for m in ("text", "image")},
         "error": row["error"],
         "model": {"name": row["model_name"], "version": row["model_version"]},
     }

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from ..config import FusionCfg, ImageTowerCfg, ModelCfg, TextTowerCfg, TrainCfg, to_dict
+from ..config import ModelCfg, TrainCfg, load_config, to_dict
 from ..models.checkpoint import DEFAULT_MODEL_DIR, save
 from ..models.model import build_model
 from ..preprocess import Preprocessor
@@ -35,16 +35,7 @@ PHOTO_RATE = 0.3
 
 
 def default_cfg() -> ModelCfg:
-    return ModelCfg(
-        name="mmsent-default",
-        version="0.1.0",
-        text=TextTowerCfg(
-            pretrained="minilm", lora_rank=8, lora_alpha=16, max_length=128, max_chunks=8
-        ),
-        image=ImageTowerCfg(kind="efficientnet_lite0", pretrained="imagenet", trainable_layers=0),
-        fusion=FusionCfg(head="gated", hidden=256, dropout=0.1),
-        description="3-class sentiment of English social-media text (+ optional image); see README model card",
-    )
+    return load_config(ModelCfg, "default", kind="models")  # configs/models/default.yaml
 
 
 def splits(posts: Posts | None = None) -> tuple[Posts, Posts, Posts]:

@@ -1,0 +1,55 @@
+"""Tiny random encoders for tests and smoke runs, built offline from configs (no downloads).
+
+    text_dir = tiny_text_encoder(tmp_path / "bert")      # BERT, 2 layers, 32-d, MiniLM's tokenizer
+    vision_dir = tiny_vision_encoder(tmp_path / "clip")  # CLIPVisionModel, 2 layers, 32-d, 32 px
+    cfg = tiny_model_cfg(text_dir, vision_dir, head="cross_attention")
+
+Lives in the package (not tests/) so that Ray workers can import it too.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .config import FusionCfg, ImageTowerCfg, ModelCfg, TextTowerCfg
+
+
+def tiny_text_encoder(path: str | Path, seed: int = 0) -> str:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from .models.towers.text import resolve_text_path
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        torch.manual_seed(seed)
+        conf = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=512)  # fmt: skip
+        BertModel(conf).save_pretrained(path)
+        src = Path(resolve_text_path("minilm"))
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            shutil.copy(src / name, path / name)
+    return str(path)
+
+
+def tiny_vision_encoder(path: str | Path, seed: int = 0, image_size: int = 32) -> str:
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        torch.manual_seed(seed)
+        conf = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=image_size, patch_size=8)  # fmt: skip
+        CLIPVisionModel(conf).save_pretrained(path)
+    return str(path)
+
+
+def tiny_model_cfg(text_dir: str | None, vision_dir: str | None, head: str = "gated", image_size: int = 32) -> ModelCfg:
+    return ModelCfg(
+        name="tiny",
+        text=TextTowerCfg(pretrained=text_dir, max_length=16, max_chunks=3, stride=4) if text_dir else None,
+        image=ImageTowerCfg(kind="hf_vision", pretrained=vision_dir, image_size=image_size) if vision_dir else None,
+        fusion=FusionCfg(head=head, hidden=16, num_heads=2, dropout=0.0),
+    )

@@ -1,0 +1,64 @@
+"""The shipped default model: it loads offline, ranks obvious cases right, and reproduces the
+held-out figures in its model card (which README.md quotes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mmsent.models.checkpoint import DEFAULT_MODEL_DIR, read_meta
+from mmsent.predictor import Predictor
+from mmsent.sample_data import photo_files
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor(device="cpu")
+
+
+def test_love_ranks_above_terrible(predictor):
+    love, terrible = predictor.predict([{"text": "I love this!"}, {"text": "This is terrible."}])
+    assert love["label"] == "positive" and terrible["label"] == "negative"
+    assert love["scores"]["positive"] > terrible["scores"]["positive"]
+    assert love["model"]["name"] == "mmsent-default"
+
+
+def test_image_only_and_no_input(predictor):
+    photo = photo_files()[0].read_bytes()
+    image_only, nothing = predictor.predict([{"text": None, "image": photo}, {"text": "  "}])
+    assert image_only["modalities_used"] == ["image"] and image_only["label"] is not None
+    assert nothing["label"] is None and nothing["error"] == "empty_text"
+
+
+def test_reproduces_held_out_figures(predictor):
+    from mmsent.train.default_model import held_out_report, splits
+
+    card = read_meta()["card"]
+    _, _, test = splits()
+    got = held_out_report(predictor.runner.model, predictor.pre, test)
+    for source, figures in card["held_out"].items():
+        assert got[source]["n"] == figures["n"]
+        for who in ("model", "vader"):
+            for metric in ("macro_f1", "accuracy"):
+                assert got[source][who][metric] == pytest.approx(figures[who][metric], abs=2e-3), (source, who, metric)
+        # the promise of the model card: at least 5 macro-F1 points over VADER on every source
+        assert got[source]["model"]["macro_f1"] >= got[source]["vader"]["macro_f1"] + 0.05, source
+
+
+def test_cli_predict_prints_json():
+    photo = str(photo_files()[0])
+    out = subprocess.run([sys.executable, "-m", "mmsent.cli", "predict", "--text", "What a lovely day", "--image", photo],
+                         capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    result = json.loads(out.stdout)
+    assert result["label"] == "positive"
+    assert result["modalities_used"] == ["text", "image"]
+    assert set(result["fusion_weights"]) == {"text", "image"}
+    assert np.isclose(sum(result["scores"].values()), 1.0, atol=1e-4)
+    bad = subprocess.run([sys.executable, "-m", "mmsent.cli", "predict", "--text", "ok", "--image", "/no/such.jpg"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 0 and json.loads(bad.stdout)["status"]["image"] == "image_not_found"
+    assert DEFAULT_MODEL_DIR.exists()
