@@ -49,6 +49,15 @@ def test_reproduces_held_out_figures(predictor):
         assert got[source]["model"]["macro_f1"] >= got[source]["vader"]["macro_f1"] + 0.05, source
 
 
+def test_readme_quotes_the_model_card():
+    from pathlib import Path
+
+    from mmsent.train.default_model import render_card
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert render_card(read_meta()["card"]) in readme
+
+
 def test_cli_predict_prints_json():
     photo = str(photo_files()[0])
     out = subprocess.run([sys.executable, "-m", "mmsent.cli", "predict", "--text", "What a lovely day", "--image", photo],

@@ -40,7 +40,10 @@ def test_head_forward_backward_every_presence_pattern(encoders, photos, head):
     for p in model.parameters():  # train everything so every gradient is checked
         p.requires_grad_(True)
     # both, text only, image only, nothing usable, a long text (several windows) with an image
-    batch = pre(["good day", "bad " * 5, None, "", "so long " * 30], [photos[0], None, photos[1], None, photos[2]])
+    batch = pre(
+        ["good day", "bad " * 5, None, "", "so long " * 30],
+        [photos[0], None, photos[1], None, photos[2]],
+    )
     assert batch["has_text"].tolist() == [True, True, False, False, True]
     assert batch["has_image"].tolist() == [True, False, True, False, True]
     assert batch["text_chunks"][4] > 1
@@ -66,7 +69,10 @@ def test_masked_modality_has_no_effect_on_head(head):
     dims = {"text": 12, "image": 20}
     h = build_head(FusionCfg(head=head, hidden=16, num_heads=2, dropout=0.0), dims, 3).eval()
     B = 4
-    present = {"text": torch.tensor([True, True, False, False]), "image": torch.tensor([True, False, True, False])}
+    present = {
+        "text": torch.tensor([True, True, False, False]),
+        "image": torch.tensor([True, False, True, False]),
+    }
 
     def feats(seed):
         g = torch.Generator().manual_seed(seed)
@@ -80,7 +86,9 @@ def test_masked_modality_has_no_effect_on_head(head):
             getattr(b[m], field)[keep] = getattr(a[m], field)[keep]
     out_a, out_b = h(a, present), h(b, present)
     assert torch.allclose(out_a.logits, out_b.logits, atol=1e-6)
-    assert not torch.allclose(h(feats(3), present).logits[0], out_a.logits[0])  # present ones do matter
+    assert not torch.allclose(
+        h(feats(3), present).logits[0], out_a.logits[0]
+    )  # present ones do matter
 
 
 def test_absent_image_pixels_never_reach_the_model(encoders, photos):
@@ -118,7 +126,9 @@ def test_unknown_names_are_clear_errors(encoders):
     with pytest.raises(ConfigError, match="unknown keys"):
         load_config(ModelCfg, {"fusion": {"heed": "gated"}})
     with pytest.raises(FileNotFoundError, match="never downloaded"):
-        build_model(load_config(ModelCfg, {"text": {"pretrained": "bert-base-uncased"}, "image": None}))
+        build_model(
+            load_config(ModelCfg, {"text": {"pretrained": "bert-base-uncased"}, "image": None})
+        )
     cfg = load_config(ModelCfg, {}, ["fusion.head=attention", "image=null", "text.max_chunks=2"])
     assert cfg.fusion.head == "attention" and cfg.image is None and cfg.text.max_chunks == 2
 
@@ -131,3 +141,39 @@ def test_every_model_preset_loads():
     for p in presets:
         cfg = load_config(ModelCfg, p.stem, kind="models")
         assert cfg.modalities() and cfg.fusion.head in HEADS, p
+
+
+def test_other_transformers_towers_from_local_dirs(tmp_path, encoders, photos):
+    """DistilBERT for text; ViT and ResNet for images: any local transformers folder works."""
+    import shutil
+
+    from transformers import (
+        DistilBertConfig,
+        DistilBertModel,
+        ResNetConfig,
+        ResNetModel,
+        ViTConfig,
+        ViTModel,
+    )
+
+    distil = tmp_path / "distil"
+    DistilBertModel(
+        DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
+    ).save_pretrained(distil)
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(f"{encoders[0]}/{f}", distil / f)
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8)).save_pretrained(tmp_path / "vit")  # fmt: skip
+    ResNetModel(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    ).save_pretrained(tmp_path / "resnet")
+    for text_dir, vision_dir in (
+        (str(distil), str(tmp_path / "vit")),
+        (encoders[0], str(tmp_path / "resnet")),
+    ):
+        cfg = tiny_model_cfg(text_dir, vision_dir, head="cross_attention")
+        model = build_model(cfg)
+        model.set_trainable({"text": 1, "image": 1})
+        out = model(to_tensors(Preprocessor(cfg)(["a fine day", None], [photos[0], photos[1]])))
+        assert torch.isfinite(out.logits).all() and out.attention.shape[2] > 1
+        out.logits.sum().backward()
