@@ -55,10 +55,14 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     pred = Predictor(args.model)
     vader = read_vader()
-    texts = [t for t, s in zip(vader.texts, vader.sources, strict=True) if s == "tweets"][: args.posts]
+    texts = [t for t, s in zip(vader.texts, vader.sources, strict=True) if s == "tweets"][
+        : args.posts
+    ]
     photos = [b for _, b in real_photos(max_side=1024)]
     with_images = [photos[i % len(photos)] for i in range(len(texts))]
-    print(f"device: {pred.runner.model.device}, torch threads: {torch.get_num_threads()}, posts: {len(texts)}")
+    print(
+        f"device: {pred.runner.model.device}, torch threads: {torch.get_num_threads()}, posts: {len(texts)}"
+    )
     print(f"{'posts':12s} {'batch':>5s} {'posts/s':>8s}   time share")
     for kind, images in (("text-only", [None] * len(texts)), ("text+image", with_images)):
         run(pred, texts[:32], images[:32], 32)  # warm-up

@@ -43,7 +43,7 @@ def predict_main(argv: list[str] | None = None) -> int:
 
     image, status = fetch(args.image, FetchCfg()) if args.image else (None, None)
     [result] = Predictor(args.model).predict(
-        [{"text": args.text, "image": image, "image_status": status}]
+        [{"text": args.text, "image": image, "image_status": None if image is not None else status}]
     )
     print(json.dumps(result, indent=2))
     return 0 if result["label"] is not None else 1

@@ -7,6 +7,7 @@ errors, and overrides that are `None` are dropped rather than applied.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import types
 import typing
@@ -85,6 +86,57 @@ class FetchCfg:
     schemes: list[str] = field(default_factory=lambda: ["s3", "http", "https", "file"])
     block_private_networks: bool = False  # SSRF guard: refuse loopback/private/link-local targets
     max_redirects: int = 3
+    # CIDRs the SSRF guard lets through (e.g. an in-cluster image store)
+    allow_networks: list[str] = field(default_factory=list)
+    deadline_s: float | None = None  # whole body download per attempt (None: no limit)
+
+
+@dataclass
+class ServeFetchCfg(FetchCfg):
+    """Image-URL fetching for the online API: safe defaults, so a partial override keeps the guard."""
+
+    timeout_s: float = 5.0
+    retries: int = 1
+    concurrency: int = 8
+    schemes: list[str] = field(default_factory=lambda: ["http", "https"])  # "s3" may be added
+    block_private_networks: bool = True
+    deadline_s: float | None = 10.0  # a server that trickles bytes cannot hold a request longer
+
+
+@dataclass
+class ServeCfg:
+    """`args` of the Serve app (mmsent.serve.app:build_app), e.g. under `applications[].args` in
+    configs/serve/<name>.yaml. Batching knobs are not here: they are the model deployment's
+    `user_config` (ServeBatchCfg), changeable without restarting replicas."""
+
+    __pydantic_config__ = {"extra": "forbid"}  # the app's pydantic args model rejects unknown keys
+    model_dir: str | None = None  # checkpoint directory (None: the shipped default model)
+    max_posts: int = 32  # posts in one request (more: 422)
+    max_body_bytes: int = 16 * 1024 * 1024  # request body (more: 413)
+    max_image_bytes: int = 8 * 1024 * 1024  # one image: uploaded, base64 or fetched (more: 413)
+    auth_token_env: str | None = "MMSENT_API_TOKEN"  # env var with the bearer token; unset: no auth
+    fetch: ServeFetchCfg = field(default_factory=ServeFetchCfg)
+
+    def __post_init__(self):
+        if "file" in self.fetch.schemes:
+            raise ValueError("fetch.schemes: 'file' would let clients read the server's files")
+        if min(self.max_posts, self.max_body_bytes, self.max_image_bytes) < 1:
+            raise ValueError("max_posts, max_body_bytes and max_image_bytes must be positive")
+        for net in self.fetch.allow_networks:
+            ipaddress.ip_network(net, strict=False)  # ValueError names a malformed CIDR
+
+
+@dataclass
+class ServeBatchCfg:
+    """`user_config` of the SentimentModel deployment (reconfigure() applies it in place)."""
+
+    __pydantic_config__ = {"extra": "forbid"}
+    max_batch_size: int = 32  # posts per forward pass
+    batch_wait_timeout_s: float = 0.01  # how long the first post of a batch waits for others
+
+    def __post_init__(self):
+        if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
+            raise ValueError("max_batch_size must be >= 1 and batch_wait_timeout_s >= 0")
 
 
 @dataclass
@@ -100,6 +152,100 @@ class TrainCfg:
     class_weights: bool = True  # inverse class frequency in the loss
     seed: int = 0
     length_buckets: bool = True  # batch texts of similar length together (less padding)
+    # `mmsent train` (mmsent/train/trainer.py): schedule, stopping, hardware
+    freeze_epochs: int = 0  # first N epochs: fusion head only; then the towers' top layers (model.<tower>.trainable_layers) and adapters
+    patience: int = (
+        0  # early stopping: stop after N epochs without a better validation macro-F1 (0: never)
+    )
+    min_delta: float = 0.0  # the smallest gain in validation macro-F1 that counts as better
+    amp: bool = True  # mixed precision (bf16, else fp16 with loss scaling) where CUDA exists; CPU runs in fp32
+    num_threads: int = 0  # torch threads per process (0: torch's default)
+    workers: int = 1  # > 1: Ray Train TorchTrainer with this many DDP workers (the same loop)
+    use_gpu: bool = False  # Ray Train: one GPU per worker
+    cpus_per_worker: float = 1.0
+    ray_address: str | None = None  # None: $RAY_ADDRESS, else a new local Ray instance on 127.0.0.1
+    max_failures: int = 0  # Ray Train: restarts from the last epoch checkpoint after a worker dies
+
+
+@dataclass
+class DataCfg:
+    """Labelled posts: JSONL, Parquet or CSV (a file or a folder of them), local or s3://."""
+
+    train: str | None = None
+    val: str | None = None  # given split files; when absent, val/test are split from `train`
+    test: str | None = None
+    format: str = "auto"  # auto (from the file suffix) | jsonl | parquet | csv
+    text_column: str = "text"
+    image_column: str | None = (
+        "image"  # path (relative to the data file), file://, http(s)://, s3://
+    )
+    label_column: str = "label"
+    group_column: str | None = None  # splits stratify by it; ablations are reported per group
+    id_column: str | None = "id"  # kept in the split files when present
+    labels: list[str] | None = (
+        None  # class names in order (None: the model's if they cover the data)
+    )
+    label_map: dict[str, str] | None = (
+        None  # raw label (as text) -> class name, e.g. {"4": positive}
+    )
+    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train / val / test
+    split_seed: int = 0
+    limit: int = 0  # read at most this many rows per file (0: all)
+
+
+@dataclass
+class TrainRunCfg:
+    """`mmsent train --config configs/train/<name>.yaml`: the model, its data, the schedule."""
+
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    fetch: FetchCfg = field(default_factory=FetchCfg)
+    # a checkpoint dir or "default": its config under `model`, its weights where they fit
+    init_from: str | None = None
+    init_exclude: list[str] = field(default_factory=list)  # name prefixes left fresh, e.g. [head.]
+    out_dir: str = "runs"
+    name: str | None = None  # run folder name (None: <config name>-<date>-<time>)
+
+
+@dataclass
+class ScoreColumnsCfg:
+    id: str = "id"
+    text: str = "text"
+    image: str = "image_url"  # URL or path (relative: to the input file's folder), or image bytes
+    passthrough: list[str] | None = None  # copied to the output; None: all other columns
+
+
+@dataclass
+class ScoreCfg:
+    """Bulk scoring (mmsent.pipeline): presets in configs/score/<name>.yaml."""
+
+    model_dir: str | None = None  # checkpoint directory (None: the shipped default model)
+    format: str = "auto"  # jsonl | csv | parquet | auto (from each file's extension)
+    columns: ScoreColumnsCfg = field(default_factory=ScoreColumnsCfg)
+    fetch: FetchCfg = field(default_factory=FetchCfg)
+    read_num_cpus: float = 0.0  # readers only split lines: holding a CPU would starve the others
+    preprocess_batch_size: int = 32  # rows per CPU task (fetch + decode + tokenize)
+    preprocess_num_cpus: float = 1.0
+    preprocess_max_tasks: int | None = None  # concurrent CPU tasks (None: as many as CPUs allow)
+    preprocess_memory_mb: int = 512  # Ray memory reserved per CPU task: caps tasks per node
+    model_batch_size: int = 64
+    model_min_actors: int = 1
+    model_max_actors: int = 1
+    model_num_cpus: float = 1.0
+    model_num_gpus: float = 0.0  # per actor; fractional shares a GPU (0.5: two actors per GPU)
+    model_torch_threads: int = 0  # 0: torch's default (Ray sets it to the actor's num_cpus)
+    write_num_cpus: float = 0.0
+    max_rows_per_file: int = 100_000  # Parquet rows per output file (a hard cap)
+    verify: bool = True  # re-count the input at the end: the summary reports missing/duplicates
+
+    def __post_init__(self):
+        if self.format not in ("auto", "jsonl", "csv", "parquet"):
+            raise ValueError(f"format must be auto, jsonl, csv or parquet, not {self.format!r}")
+        if min(self.preprocess_batch_size, self.model_batch_size, self.max_rows_per_file) < 1:
+            raise ValueError("batch sizes and max_rows_per_file must be >= 1")
+        if not 1 <= self.model_min_actors <= self.model_max_actors:
+            raise ValueError("need 1 <= model_min_actors <= model_max_actors")
 
 
 class ConfigError(ValueError):

@@ -70,7 +70,11 @@ class Preprocessor:
             pixels = np.zeros((n, size, size, 3), dtype=np.uint8)
             status = []
             for i, (data, prior) in enumerate(zip(images, known, strict=True)):
-                arr, st = (None, prior) if prior else decode_image(data, size, self.cfg.preprocess)
+                # only a known fetch error replaces decoding; "ok" or None means: decode the bytes
+                known_error = S.is_error(prior)
+                arr, st = (
+                    (None, prior) if known_error else decode_image(data, size, self.cfg.preprocess)
+                )
                 if arr is not None:
                     pixels[i] = arr
                 status.append(st)

@@ -39,6 +39,18 @@ IMAGE_URL_FORBIDDEN = "image_url_forbidden"  # refused by the SSRF guard
 # Row errors.
 NO_USABLE_INPUT = "no_usable_input"  # neither modality could be used: no prediction
 MISSING_COLUMN = "missing_column"
+INVALID_RECORD = "invalid_record"  # a dump line that is not a JSON object, or a malformed CSV row
+
+# Request errors of the HTTP API (mmsent.serve): the `error.code` of a 4xx/5xx JSON body.
+MALFORMED_REQUEST = "malformed_request"  # 422: not JSON, wrong fields or types
+TOO_MANY_POSTS = "too_many_posts"  # 422
+BODY_TOO_LARGE = "body_too_large"  # 413
+IMAGE_BASE64_INVALID = "image_base64_invalid"  # 422
+INVALID_POSTS = "invalid_posts"  # 422/413: unusable inputs; `details` has per-post codes
+UNAUTHORIZED = "unauthorized"  # 401
+OVERLOADED = "overloaded"  # 503/429: over max_queued_requests, retry later
+NOT_FOUND = "not_found"  # 404 / 405
+INTERNAL_ERROR = "internal_error"  # 500, logged server-side, never a stack trace in the body
 
 NOT_ERRORS = {OK, MISSING, UNUSED}
 

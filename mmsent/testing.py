@@ -28,7 +28,12 @@ def tiny_text_encoder(path: str | Path, seed: int = 0) -> str:
                           intermediate_size=64, max_position_embeddings=512)  # fmt: skip
         BertModel(conf).save_pretrained(path)
         src = Path(resolve_text_path("minilm"))
-        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        for name in (
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.txt",
+            "special_tokens_map.json",
+        ):
             shutil.copy(src / name, path / name)
     return str(path)
 
@@ -46,10 +51,16 @@ def tiny_vision_encoder(path: str | Path, seed: int = 0, image_size: int = 32) -
     return str(path)
 
 
-def tiny_model_cfg(text_dir: str | None, vision_dir: str | None, head: str = "gated", image_size: int = 32) -> ModelCfg:
+def tiny_model_cfg(
+    text_dir: str | None, vision_dir: str | None, head: str = "gated", image_size: int = 32
+) -> ModelCfg:
     return ModelCfg(
         name="tiny",
-        text=TextTowerCfg(pretrained=text_dir, max_length=16, max_chunks=3, stride=4) if text_dir else None,
-        image=ImageTowerCfg(kind="hf_vision", pretrained=vision_dir, image_size=image_size) if vision_dir else None,
+        text=TextTowerCfg(pretrained=text_dir, max_length=16, max_chunks=3, stride=4)
+        if text_dir
+        else None,
+        image=ImageTowerCfg(kind="hf_vision", pretrained=vision_dir, image_size=image_size)
+        if vision_dir
+        else None,
         fusion=FusionCfg(head=head, hidden=16, num_heads=2, dropout=0.0),
     )

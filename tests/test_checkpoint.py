@@ -17,7 +17,9 @@ from mmsent.testing import tiny_model_cfg, tiny_text_encoder, tiny_vision_encode
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
     root = tmp_path_factory.mktemp("enc")
-    cfg = tiny_model_cfg(tiny_text_encoder(root / "bert"), tiny_vision_encoder(root / "clip"), head="cross_attention")
+    cfg = tiny_model_cfg(
+        tiny_text_encoder(root / "bert"), tiny_vision_encoder(root / "clip"), head="cross_attention"
+    )
     cfg.text.lora_rank, cfg.text.trainable_layers = 4, 1
     return cfg
 
@@ -53,8 +55,12 @@ def test_only_changed_weights_are_stored(cfg, tmp_path):
     stored = set(load_file(str(tmp_path / "ck" / "model.safetensors")))
     assert any(".lora_a" in k for k in stored)  # adapters
     assert any(k.startswith("head.") for k in stored)  # fusion head
-    assert any("encoder.encoder.layer.1." in k and ".base." in k for k in stored)  # the unfrozen top layer
-    assert not any("encoder.encoder.layer.0." in k and ".base." in k for k in stored)  # frozen: referenced
+    assert any(
+        "encoder.encoder.layer.1." in k and ".base." in k for k in stored
+    )  # the unfrozen top layer
+    assert not any(
+        "encoder.encoder.layer.0." in k and ".base." in k for k in stored
+    )  # frozen: referenced
     assert not any(k.startswith("towers.image.") for k in stored)  # frozen image tower: referenced
     assert not any("word_embeddings" in k for k in stored)
 

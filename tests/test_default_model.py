@@ -44,7 +44,11 @@ def test_reproduces_held_out_figures(predictor):
         assert got[source]["n"] == figures["n"]
         for who in ("model", "vader"):
             for metric in ("macro_f1", "accuracy"):
-                assert got[source][who][metric] == pytest.approx(figures[who][metric], abs=2e-3), (source, who, metric)
+                assert got[source][who][metric] == pytest.approx(figures[who][metric], abs=2e-3), (
+                    source,
+                    who,
+                    metric,
+                )
         # the promise of the model card: at least 5 macro-F1 points over VADER on every source
         assert got[source]["model"]["macro_f1"] >= got[source]["vader"]["macro_f1"] + 0.05, source
 

@@ -109,13 +109,23 @@ def test_bad_bytes(data, code):
 def test_truncated_and_oversized():
     jpeg = encode(halves((300, 300)), "JPEG")
     assert decode_image(jpeg[: len(jpeg) // 2], 64, CFG) == (None, S.IMAGE_TRUNCATED)
-    assert decode_image(jpeg, 64, PreprocessCfg(max_image_bytes=100)) == (None, S.IMAGE_BYTES_TOO_LARGE)
+    assert decode_image(jpeg, 64, PreprocessCfg(max_image_bytes=100)) == (
+        None,
+        S.IMAGE_BYTES_TOO_LARGE,
+    )
     assert decode_image(jpeg, 64, PreprocessCfg(max_image_pixels=1000)) == (None, S.IMAGE_TOO_LARGE)
 
 
 def test_random_garbage_never_raises():
     rng = random.Random(0)
-    heads = [b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBP", b"II*\x00", b"BM"]
+    heads = [
+        b"\xff\xd8\xff\xe0",
+        b"\x89PNG\r\n\x1a\n",
+        b"GIF89a",
+        b"RIFF\x00\x00\x00\x00WEBP",
+        b"II*\x00",
+        b"BM",
+    ]
     for _ in range(300):
         data = rng.choice(heads) + bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 400)))
         arr, status = decode_image(data, 32, CFG)
@@ -145,3 +155,8 @@ def test_batch_statuses_and_long_texts_are_chunked():
     # a fetch error already known for a row is kept, and its bytes are not needed
     b2 = pre(["x"], [None], [S.IMAGE_NOT_FOUND])
     assert b2["image_status"].tolist() == [S.IMAGE_NOT_FOUND] and not b2["has_image"][0]
+    # a fetch that succeeded ("ok") still decodes its bytes: never a blank image marked present
+    b3 = pre(["x"], [photo], [S.OK])
+    assert (
+        b3["image_status"].tolist() == [S.OK] and b3["has_image"][0] and b3["pixels"][0].max() > 0
+    )

@@ -134,29 +134,53 @@ def _pool() -> urllib3.PoolManager:
     return _local.http
 
 
-def is_public_address(ip: str) -> bool:
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def is_public_address(
+    ip: str, allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+) -> bool:
+    """A global unicast address, or one in `allow`. IPv6 forms that carry an IPv4 address
+    (mapped, 6to4, NAT64, IPv4-compatible) are judged by that IPv4 address as well."""
     addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
+    if any(addr in net for net in allow):
+        return True
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped:
+            return is_public_address(str(addr.ipv4_mapped), allow)
+        inner = addr.sixtofour or (
+            ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+            if addr in _NAT64 or addr in _IPV4_COMPATIBLE
+            else None
+        )
+        if inner is not None and not is_public_address(str(inner), allow):
+            return False
     return addr.is_global and not addr.is_multicast
 
 
-def _checked_address(host: str, port: int) -> str:
+def _checked_address(host: str, port: int, cfg: FetchCfg) -> str:
     """Resolve `host`; refuse it unless every address is public. Returns the address to dial."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise FetchFailure(S.IMAGE_FETCH_ERROR) from None
+    allow = tuple(ipaddress.ip_network(n, strict=False) for n in cfg.allow_networks)
     addrs = [info[4][0] for info in infos]
-    if not addrs or not all(is_public_address(a) for a in addrs):
+    if not addrs or not all(is_public_address(a, allow) for a in addrs):
         raise FetchFailure(S.IMAGE_URL_FORBIDDEN)
     return addrs[0]
 
 
 def _read_http(url: str, cfg: FetchCfg) -> bytes:
     timeout = urllib3.Timeout(connect=cfg.timeout_s, read=cfg.timeout_s)
+    deadline = time.monotonic() + cfg.deadline_s if cfg.deadline_s else None
     for _ in range(cfg.max_redirects + 1):
         parts = urlsplit(url)
+        try:
+            explicit_port = parts.port  # raises on a port that is not a number in 0..65535
+        except ValueError:
+            raise FetchFailure(S.IMAGE_URL_INVALID) from None
         if (
             parts.scheme not in ("http", "https")
             or parts.scheme not in cfg.schemes
@@ -165,8 +189,8 @@ def _read_http(url: str, cfg: FetchCfg) -> bytes:
             raise FetchFailure(S.IMAGE_URL_INVALID)
         try:
             if cfg.block_private_networks:
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-                ip = _checked_address(parts.hostname, port)
+                port = explicit_port or (443 if parts.scheme == "https" else 80)
+                ip = _checked_address(parts.hostname, port, cfg)
                 kw = (
                     {"assert_hostname": parts.hostname, "server_hostname": parts.hostname}
                     if parts.scheme == "https"
@@ -179,7 +203,10 @@ def _read_http(url: str, cfg: FetchCfg) -> bytes:
                 resp = pool.urlopen(
                     "GET",
                     path,
-                    headers={"Host": parts.netloc},
+                    headers={
+                        "Host": _bracket(parts.hostname)
+                        + (f":{explicit_port}" if explicit_port else "")
+                    },
                     timeout=timeout,
                     redirect=False,
                     preload_content=False,
@@ -200,12 +227,20 @@ def _read_http(url: str, cfg: FetchCfg) -> bytes:
                 raise FetchFailure(S.IMAGE_NOT_FOUND)
             if resp.status != 200:
                 raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=resp.status in TRANSIENT_HTTP)
-            if int(resp.headers.get("Content-Length") or 0) > cfg.max_bytes:
+            length = resp.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > cfg.max_bytes:
                 raise FetchFailure(S.IMAGE_BYTES_TOO_LARGE)
-            data = resp.read(cfg.max_bytes + 1)
-            if len(data) > cfg.max_bytes:
-                raise FetchFailure(S.IMAGE_BYTES_TOO_LARGE)
-            return data
+            chunks, size = [], 0
+            # read1: one socket read per call, so the cap and the deadline hold for a server that
+            # trickles bytes (each read is bounded by timeout_s)
+            while chunk := resp.read1(64 * 1024):
+                size += len(chunk)
+                if size > cfg.max_bytes:
+                    raise FetchFailure(S.IMAGE_BYTES_TOO_LARGE)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise FetchFailure(S.IMAGE_FETCH_TIMEOUT)
+                chunks.append(chunk)
+            return b"".join(chunks)
         except urllib3.exceptions.TimeoutError:
             raise FetchFailure(S.IMAGE_FETCH_TIMEOUT, transient=True) from None
         except urllib3.exceptions.HTTPError:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import schema as S
+from ..config import ConfigError
+
 VADER_SOURCES = {
     "tweets": "tweets_GroundTruth.txt",
     "movie_snippets": "movieReviewSnippets_GroundTruth.txt",
@@ -22,19 +25,29 @@ class Posts:
     texts: list[str | None]
     labels: np.ndarray  # (N,) int64
     images: list[bytes | None] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # group / source of each post (split strata)
+    image_refs: list[str | None] = field(default_factory=list)  # where `images` came from
+    image_status: list[str] = field(default_factory=list)  # mmsent.schema code once fetched
+    ids: list = field(default_factory=list)
 
     def __post_init__(self):
         n = len(self.texts)
         self.images = self.images or [None] * n
         self.sources = self.sources or [""] * n
+        self.image_refs = self.image_refs or [None] * n
+        self.image_status = self.image_status or [
+            S.MISSING if b is None else S.OK for b in self.images
+        ]
+        self.ids = self.ids or list(range(n))
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def take(self, idx) -> Posts:
-        return Posts([self.texts[i] for i in idx], self.labels[idx], [self.images[i] for i in idx],
-                     [self.sources[i] for i in idx])  # fmt: skip
+        idx = np.asarray(idx, dtype=np.int64)
+        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        return Posts(pick(self.texts), self.labels[idx], pick(self.images), pick(self.sources),
+                     pick(self.image_refs), pick(self.image_status), pick(self.ids))  # fmt: skip
 
 
 def rating_to_label(rating: float, threshold: float = 0.5) -> int:
@@ -70,3 +83,42 @@ def stratified_split(strata: list, fractions: tuple[float, ...], seed: int) -> l
         for p, chunk in zip(parts, np.split(idx, cuts), strict=True):
             p.extend(chunk.tolist())
     return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
+
+
+def label_key(raw) -> str | None:
+    """A raw label as text: 4, 4.0 and "4" are all "4"; None, NaN and "" are None."""
+    if raw is None or (isinstance(raw, float) and raw != raw):
+        return None
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    key = str(raw).strip()
+    return key or None
+
+
+def make_label_map(
+    keys: set[str],
+    labels: list[str] | None,
+    label_map: dict[str, str] | None,
+    model_labels: list[str],
+) -> tuple[list[str], dict[str, str]]:
+    """(class names in order, raw label text -> class name) for the raw labels `keys` of the data.
+
+    An explicit `label_map` wins; then the given `labels` (raw values that are names, or class
+    indices 0..K-1); then the model's labels when they cover the data; else the sorted raw values.
+    """
+    if label_map:
+        mapping = {str(k): str(v) for k, v in label_map.items()}
+        names = labels or (model_labels if set(mapping.values()) <= set(model_labels)
+                           else sorted(set(mapping.values())))  # fmt: skip
+        return list(names), {**{n: n for n in names}, **mapping}
+    names = labels or (model_labels if keys <= set(model_labels) else None)
+    if names is None:
+        numeric = all(k.lstrip("-").isdigit() for k in keys)
+        names = sorted(keys, key=int) if numeric else sorted(keys)
+        return names, {n: n for n in names}
+    if keys <= set(names):
+        return list(names), {n: n for n in names}
+    if all(k.isdigit() and int(k) < len(names) for k in keys):
+        return list(names), {**{str(i): n for i, n in enumerate(names)}, **{n: n for n in names}}
+    unknown = sorted(keys - set(names))[:10]
+    raise ConfigError(f"labels {unknown} are not among {list(names)}: give data.label_map")

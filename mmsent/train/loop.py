@@ -1,11 +1,14 @@
 """The training loop shared by every trainer: batches through the one preprocessing path,
-AdamW with warm-up and linear decay, class weights, gradient clipping, a progress bar.
+AdamW with warm-up and linear decay, class weights, gradient clipping, mixed precision on CUDA,
+a progress bar. `mmsent.train.worker` runs it per epoch, alone or in Ray Train workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -56,21 +59,32 @@ def predict_posts(model: MultimodalClassifier, pre: Preprocessor, posts: Posts, 
     return np.concatenate(probs), (np.concatenate(weights) if weights else None)
 
 
-def make_optimizer(model: MultimodalClassifier, cfg: TrainCfg, total_steps: int):
+def make_optimizer(
+    model: MultimodalClassifier, cfg: TrainCfg, total_steps: int, tower_start: int = 0
+):
+    """AdamW over the trainable parameters; linear warm-up then linear decay to 0 at `total_steps`.
+
+    Towers unfrozen later (`tower_start`: the first step they train) warm up from that step.
+    """
     tower_params = [p for p in model.towers.parameters() if p.requires_grad]
     head_params = [p for p in model.head.parameters() if p.requires_grad]
     groups = [{"params": head_params, "lr": cfg.head_lr}]
     if tower_params:
         groups.append({"params": tower_params, "lr": cfg.lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    warm = max(1, int(cfg.warmup_ratio * total_steps))
 
-    def schedule(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+    def schedule(start: int) -> Callable[[int], float]:
+        warm = max(1, int(cfg.warmup_ratio * (total_steps - start)))
 
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        def factor(step: int) -> float:
+            if step < start + warm:
+                return max(0, step - start + 1) / warm
+            return max(0.0, (total_steps - step) / max(1, total_steps - start - warm))
+
+        return factor
+
+    lambdas = [schedule(0), schedule(tower_start)][: len(groups)]
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
 
 
 def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
@@ -90,33 +104,70 @@ def modality_dropout(
     return {"text": hit & which, "image": hit & ~which}
 
 
+class Amp:
+    """Mixed precision where CUDA exists (bf16 autocast, else fp16 with loss scaling); off on CPU."""
+
+    def __init__(self, enabled: bool, device: torch.device):
+        self.on = enabled and device.type == "cuda"
+        bf16 = self.on and torch.cuda.is_bf16_supported()
+        self.dtype = torch.bfloat16 if bf16 else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.on and not bf16)
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=self.dtype) if self.on else contextlib.nullcontext()
+
+
+@dataclass
+class EpochStats:
+    loss_sum: float = 0.0  # summed over posts: all-reduced as is by multi-worker training
+    correct: int = 0
+    n: int = 0
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.n, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.n, 1)
+
+
 def train_epoch(model: MultimodalClassifier, pre: Preprocessor, posts: Posts, cfg: TrainCfg, opt, sched,
-                rng: np.random.Generator, loss_fn: nn.Module, desc: str = "train") -> float:  # fmt: skip
-    model.train()
+                rng: np.random.Generator, loss_fn: nn.Module, desc: str = "train", *, net: nn.Module | None = None,
+                amp: Amp | None = None, progress: bool = True) -> EpochStats:  # fmt: skip
+    """One pass over `posts`. `net`: what runs the batches (a DDP wrapper of `model`, or `model`)."""
+    net = net or model
+    net.train()
+    amp = amp or Amp(False, model.device)
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    total, n = 0.0, 0
+    stats = EpochStats()
     steps = math.ceil(len(posts) / cfg.batch_size)
     bar = tqdm(
         batches(posts, pre, cfg.batch_size, rng, cfg.length_buckets),
         total=steps,
         desc=desc,
         mininterval=5,
+        disable=not progress,
     )
+    params = [p for p in model.parameters() if p.requires_grad]
     for batch, labels in bar:
         t = to_tensors(batch, model.device)
-        out = model(t, drop=modality_dropout(t, model.cfg.fusion.modality_dropout, gen))
-        loss = loss_fn(out.logits, torch.from_numpy(labels).to(model.device))
+        y = torch.from_numpy(labels).to(model.device)
+        with amp.autocast():
+            out = net(t, drop=modality_dropout(t, model.cfg.fusion.modality_dropout, gen))
+            loss = loss_fn(out.logits.float(), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], cfg.grad_clip
-        )
-        opt.step()
+        amp.scaler.scale(loss).backward()
+        amp.scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        amp.scaler.step(opt)
+        amp.scaler.update()
         sched.step()
-        total += loss.item() * len(labels)
-        n += len(labels)
-        bar.set_postfix(loss=f"{total / n:.4f}", refresh=False)
-    return total / max(n, 1)
+        stats.loss_sum += loss.item() * len(labels)
+        stats.correct += int((out.logits.argmax(1) == y).sum())
+        stats.n += len(labels)
+        bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.3f}", refresh=False)
+    return stats
 
 
 def evaluate(model, pre, posts: Posts, batch_size: int = 64) -> dict:

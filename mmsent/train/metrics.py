@@ -12,7 +12,12 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
 
 
 def report(y_true, y_pred, labels: list[str]) -> dict:
-    m = confusion(y_true, y_pred, len(labels))
+    return report_from_confusion(confusion(y_true, y_pred, len(labels)), labels)
+
+
+def report_from_confusion(m: np.ndarray, labels: list[str]) -> dict:
+    """The same report from a confusion matrix (rows: true, columns: predicted)."""
+    m = np.asarray(m, dtype=np.int64)
     tp = np.diag(m).astype(float)
     precision = np.divide(tp, m.sum(0), out=np.zeros_like(tp), where=m.sum(0) > 0)
     recall = np.divide(tp, m.sum(1), out=np.zeros_like(tp), where=m.sum(1) > 0)

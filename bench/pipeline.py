@@ -1,0 +1,147 @@
+"""Bulk scoring: throughput against a plain loop, and memory against input size, in one run.
+
+    .venv/bin/python bench/pipeline.py [--seconds 70] [--mem-posts 200] [--model DIR]
+
+1. Steady-state posts/s of the Ray pipeline (configs/score/local.yaml: the graph `mmsent score`
+   runs, read -> preprocess tasks -> model actor, drained by the driver instead of written) vs.
+   the same UDFs (read_unit -> preprocess -> ModelStage) in a plain single-process loop, on the
+   same posts, text-only and text+image. The loop runs --seconds past its first batch; the Ray
+   pipeline then scores exactly those posts. Both rates count from the first scored batch on, so
+   cluster start and model load are left out.
+2. Peak memory (PSS of a `mmsent score` process and of every process of its local Ray) of whole
+   jobs on N and 10xN text+image posts: a streaming job's memory does not grow with its input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from mmsent.config import ScoreCfg, load_config  # noqa: E402
+from mmsent.pipeline import ray_compat  # noqa: E402
+from mmsent.pipeline.job import build_dataset, model_config  # noqa: E402
+from mmsent.pipeline.output import output_fields  # noqa: E402
+from mmsent.pipeline.readers import make_plan  # noqa: E402
+from mmsent.pipeline.stages import ModelStage, preprocess, read_unit  # noqa: E402
+
+
+def write_dump(folder: Path, n: int, images: bool) -> str:
+    from mmsent.sample_data import real_photos
+    from mmsent.train.data import read_vader
+
+    texts = read_vader().texts
+    names = []
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    for name, data in real_photos(max_side=512):
+        (folder / "img" / f"{name}.jpg").write_bytes(data)
+        names.append(name)
+    with open(folder / "posts.jsonl", "w") as f:
+        for i in range(n):
+            row = {"id": f"p{i}", "text": texts[(i * 7919) % len(texts)]}
+            if images:
+                row["image_url"] = f"img/{names[i % len(names)]}.jpg"
+            f.write(json.dumps(row) + "\n")
+    return str(folder / "posts.jsonl")
+
+
+def setup(path: str, cfg: ScoreCfg):
+    model_cfg = model_config(cfg.model_dir)
+    plan = make_plan(path, cfg, {name for name, _ in output_fields(model_cfg)})
+    return plan, model_cfg, [{"file": plan.files[0], "skip": []}]
+
+
+def plain_loop(path: str, cfg: ScoreCfg, seconds: float) -> tuple[float, int]:
+    """The same UDFs, one process, no Ray; stops `seconds` past the first batch."""
+    import numpy as np
+
+    plan, model_cfg, units = setup(path, cfg)
+    stage = ModelStage(cfg.model_dir, cfg.model_torch_threads, plan.passthrough)
+    unit = {"unit": np.array([json.dumps(units[0])])}
+    n = first_n = 0
+    first = None
+    for block in read_unit(unit, plan=plan, block_rows=cfg.model_batch_size):
+        n += stage(preprocess(block, model_cfg=model_cfg, fetch_cfg=cfg.fetch)).num_rows
+        now = time.perf_counter()
+        if first is None:
+            first, first_n = now, n
+        elif now - first >= seconds:
+            break
+    return (n - first_n) / (time.perf_counter() - first), n
+
+
+def ray_pipeline(path: str, cfg: ScoreCfg) -> float:
+    import ray
+
+    ray_compat.connect()
+    plan, model_cfg, units = setup(path, cfg)
+    ds = build_dataset(plan, units, cfg, model_cfg)
+    n = first_n = 0
+    first = None
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        n += batch.num_rows
+        if first is None:
+            first, first_n = time.perf_counter(), n
+    rate = (n - first_n) / (time.perf_counter() - first)
+    ray.shutdown()
+    return rate
+
+
+def peak_memory(path: str, out: str, model: str | None) -> float:
+    """Peak summed PSS (shared pages split fairly) of a `mmsent score` process and of every
+    process under it (its local Ray: GCS, raylet, workers, the model actor), in MiB."""
+    cmd = [sys.executable, "-m", "mmsent.cli", "score", path, out, "--overwrite"]
+    proc = subprocess.Popen(cmd + (["--set", f"model_dir={model}"] if model else []),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    root, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        total = 0
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):  # gone meanwhile
+                total += p.memory_full_info().pss
+        peak = max(peak, total)
+        time.sleep(0.25)
+    assert proc.returncode == 0, f"{cmd} failed"
+    return peak / 2**20
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=70.0, help="plain-loop time per case")
+    ap.add_argument("--mem-posts", type=int, default=200, help="N of the memory figure")
+    ap.add_argument("--model", default=None, help="checkpoint directory (default: shipped model)")
+    args = ap.parse_args(argv)
+    cfg = load_config(ScoreCfg, "local", [f"model_dir={args.model}"] if args.model else [], "score")
+    tmp = Path(tempfile.mkdtemp(prefix="mmsent-bench-"))
+    print(
+        f"cores: {os.cpu_count()}; config: configs/score/local.yaml; model: {args.model or 'default'}"
+    )
+    print(
+        f"{'posts':12s} {'N':>6s} {'plain loop':>11s} {'Ray pipeline':>13s} {'ratio':>6s}  (posts/s)"
+    )
+    for kind, images, pool in (("text-only", False, 40_000), ("text+image", True, 10_000)):
+        path = write_dump(tmp / kind, pool, images)
+        plain, n = plain_loop(path, cfg, args.seconds)
+        path = write_dump(tmp / f"{kind}-{n}", n, images)  # exactly the posts the loop scored
+        piped = ray_pipeline(path, cfg)
+        print(f"{kind:12s} {n:6d} {plain:11.1f} {piped:13.1f} {piped / plain:6.2f}", flush=True)
+    n = args.mem_posts
+    small = peak_memory(write_dump(tmp / "mem-1", n, True), str(tmp / "out-1"), args.model)
+    large = peak_memory(write_dump(tmp / "mem-10", 10 * n, True), str(tmp / "out-10"), args.model)
+    print(f"peak memory (PSS, all processes): {n} posts {small:.0f} MiB, {10 * n} posts "
+          f"{large:.0f} MiB, ratio {large / small:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

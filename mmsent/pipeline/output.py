@@ -1,0 +1,72 @@
+"""The output schema of bulk scoring, fixed per model and input: every file of a job has the same
+columns and types whatever its rows hold (a block of nulls does not become a `null` column).
+
+id | label | score_<label>... | confidence | modalities | weight_<modality>... | text_status |
+image_status | error | model_name | model_version | input_file | input_row | pass-through...
+
+Scores, confidence and weights are null (not NaN) where there is no prediction.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pyarrow as pa
+
+from ..config import ModelCfg
+
+KEY = ("input_file", "input_row")  # a row's identity in the input: what resume and accounting use
+
+
+def output_fields(cfg: ModelCfg) -> list[tuple[str, pa.DataType]]:
+    f32, text = pa.float32(), pa.string()
+    return (
+        [("id", text), ("label", text)]
+        + [(f"score_{lab}", f32) for lab in cfg.labels]
+        + [("confidence", f32), ("modalities", text)]
+        + [(f"weight_{m}", f32) for m in cfg.modalities()]
+        + [("text_status", text), ("image_status", text), ("error", text)]
+        + [("model_name", text), ("model_version", text)]
+        + [("input_file", text), ("input_row", pa.int64())]
+    )
+
+
+def output_schema(cfg: ModelCfg, passthrough: list) -> pa.Schema:
+    extra = [(out, typ) for _, out, typ in passthrough]
+    return pa.schema(output_fields(cfg) + extra, metadata={"mmsent.model": cfg.name})
+
+
+def to_table(out: dict[str, np.ndarray], schema: pa.Schema, n_extra: int) -> pa.Table:
+    """ModelRunner columns (+ id, record_error, passthrough, input_*) -> a table of `schema`.
+    A record error (unreadable line, missing id) outranks the modality errors in `error`."""
+    out = dict(out)
+    # a column of nulls may come back from Ray's Arrow blocks as NaNs: only strings are codes
+    record_errors = [r if isinstance(r, str) else None for r in out.pop("record_error")]
+    out["id"] = np.array([v if isinstance(v, str) else None for v in out["id"]], dtype=object)
+    out["error"] = np.array(
+        [r or e for r, e in zip(record_errors, out["error"], strict=True)], dtype=object
+    )
+    extras = [pickle.loads(b) for b in out.pop("passthrough")]
+    fixed = schema.names[: len(schema) - n_extra]
+    arrays = [_arrow(out[name], schema.field(name).type, nan_is_null=True) for name in fixed]
+    for j in range(n_extra):
+        field = schema.field(len(fixed) + j)
+        arrays.append(_arrow([e[j] for e in extras], field.type, nan_is_null=False))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _arrow(values, typ: pa.DataType, nan_is_null: bool) -> pa.Array:
+    """Values as `typ`; a pass-through value that does not fit its column's type becomes null."""
+    try:
+        return pa.array(values, type=typ, from_pandas=nan_is_null)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+        return pa.array([_fits(v, typ) for v in values], type=typ)
+
+
+def _fits(v, typ: pa.DataType):
+    try:
+        pa.array([v], type=typ)
+        return v
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+        return None

@@ -1,0 +1,77 @@
+"""The Ray-version-sensitive calls of bulk scoring, in one place (written against Ray 2.60).
+
+ds.map_batches(fn, **cpu_stage(num_cpus=1, max_tasks=None, memory_mb=512))
+ds.map_batches(Cls, **actor_stage(min_size=1, max_size=2, num_cpus=1, num_gpus=0.5))
+ds = blocks_of(ds, 32)          # stream a generator UDF's output in blocks of 32 rows
+ds.write_parquet(path, **write_args(num_cpus=0, max_rows_per_file=100_000))
+connect(address=None)   # local Ray on 127.0.0.1, or RAY_ADDRESS / --address
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def cpu_stage(num_cpus: float, max_tasks: int | None = None, memory_mb: int = 0) -> dict:
+    """Resources of a task stage. A stage with a memory reservation is never fused into the actor
+    stage after it: Ray fuses a task stage into an actor stage when their remote args are equal
+    (operator_fusion.are_remote_args_compatible), which would run preprocessing inside the model
+    actors, one batch at a time, instead of beside them."""
+    import ray.data
+
+    args: dict[str, Any] = {"num_cpus": num_cpus}
+    if max_tasks:
+        args["compute"] = ray.data.TaskPoolStrategy(size=max_tasks)
+    if memory_mb:
+        args["memory"] = memory_mb * 2**20
+    return args
+
+
+def actor_stage(min_size: int, max_size: int, num_cpus: float, num_gpus: float) -> dict:
+    import ray.data
+
+    args: dict[str, Any] = {
+        "compute": ray.data.ActorPoolStrategy(min_size=min_size, max_size=max_size),
+        "num_cpus": num_cpus,
+    }
+    if num_gpus:  # never ask for 0 GPUs explicitly; > 0 on a GPU-less cluster waits forever
+        args["num_gpus"] = num_gpus
+    return args
+
+
+def blocks_of(ds, rows: int):
+    """`ds` re-cut into blocks of `rows` rows as they stream. Without it a generator UDF's yields
+    are buffered into blocks of up to DataContext.target_max_block_size (128 MiB): a whole file
+    would reach the next stage as one block, i.e. one task. Ray fuses this streaming repartition
+    into the map before it, whose output buffer then hands on every `rows` rows."""
+    return ds.repartition(target_num_rows_per_block=rows)
+
+
+def write_args(num_cpus: float, max_rows_per_file: int) -> dict:
+    """Files of max_rows_per_file/2 to max_rows_per_file rows (pyarrow enforces the cap; the last
+    file may be smaller): without a minimum, every model batch would become a file of its own."""
+    return {"min_rows_per_file": max(1, max_rows_per_file // 2),
+            "max_rows_per_file": max_rows_per_file, "ray_remote_args": {"num_cpus": num_cpus}}  # fmt: skip
+
+
+def connect(address: str | None = None, **local_args) -> str:
+    """Join the cluster at `address` or RAY_ADDRESS; else start a local Ray bound to 127.0.0.1.
+    Returns where it runs. An already initialised Ray (tests, notebooks) is used as it is."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        # read once, when Ray is first imported: a local Ray then binds to 127.0.0.1 only
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray._private import ray_constants
+
+    if ray.is_initialized():
+        return "existing"
+    if address:
+        ray.init(address=address)
+        return address
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        raise RuntimeError("Ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set: "
+                           "a local Ray would listen beyond 127.0.0.1")  # fmt: skip
+    ray.init(include_dashboard=False, **local_args)
+    return "local"

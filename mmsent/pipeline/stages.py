@@ -1,0 +1,120 @@
+"""The UDFs of the Ray Data graph. Each is plain Python, testable on a hand-built batch without Ray.
+
+read_unit({"unit": [json.dumps({"file": uri, "skip": [[0, 10]]})]}, plan=plan, block_rows=32)
+    -> yields {input_file, input_row, record}        (record: rows.encode blob)
+preprocess(batch, model_cfg=cfg, fetch_cfg=FetchCfg())
+    -> the numpy batch of docs/ARCHITECTURE.md + id, record_error, passthrough, input_*
+ModelStage(model_dir, torch_threads, passthrough)(batch) -> pyarrow.Table (the output schema)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from typing import Any
+
+import numpy as np
+
+from .. import schema as S
+from ..config import FetchCfg, ModelCfg, to_dict
+from ..io.fetch import fetch_many
+from .files import parent
+from .readers import Plan, read_rows
+from .resume import Skip
+from .rows import encode
+
+_PREPROCESSORS: dict[str, Any] = {}  # one Preprocessor per worker process (tokenizer load ~0.3 s)
+
+
+def read_unit(batch: dict[str, np.ndarray], *, plan: Plan, block_rows: int):
+    """Rows of whole input files, minus the rows a previous run wrote, in batches of `block_rows`
+    (the graph re-cuts them into blocks of that size: one CPU task each, spread over the CPUs)."""
+    for unit in batch["unit"]:
+        unit = json.loads(unit)
+        uri, skip, base = unit["file"], Skip(unit["skip"]), parent(unit["file"])
+        rows: list[int] = []
+        blobs: list[bytes] = []
+        for n, record in read_rows(uri, plan):
+            if n in skip:
+                continue
+            rows.append(n)
+            blobs.append(encode(record, plan, base))
+            if len(rows) == block_rows:
+                yield _block(uri, rows, blobs)
+                rows, blobs = [], []
+        if rows:
+            yield _block(uri, rows, blobs)
+
+
+def _block(uri: str, rows: list[int], blobs: list[bytes]) -> dict[str, np.ndarray]:
+    return {"input_file": np.full(len(rows), uri, dtype=object),
+            "input_row": np.array(rows, dtype=np.int64),
+            "record": np.array(blobs, dtype=object)}  # fmt: skip
+
+
+def preprocess(
+    batch: dict[str, np.ndarray], *, model_cfg: ModelCfg, fetch_cfg: FetchCfg
+) -> dict[str, np.ndarray]:
+    """Fetch images (fetch_many: bounded concurrency, retries, byte cap), then THE preprocessing."""
+    ids, texts, images, errors, extras = zip(*map(pickle.loads, batch["record"]), strict=True)
+    data, known = _image_bytes(list(images), model_cfg, fetch_cfg)
+    out = _preprocessor(model_cfg)(list(texts), data, known)
+    out["id"] = np.array(ids, dtype=object)
+    out["record_error"] = np.array(errors, dtype=object)
+    out["passthrough"] = np.array([pickle.dumps(e, protocol=5) for e in extras], dtype=object)
+    out["input_file"], out["input_row"] = batch["input_file"], batch["input_row"]
+    return out
+
+
+def _image_bytes(refs: list, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> tuple[list, list]:
+    """Per row: image bytes (inline bytes as they are, references fetched) and fetch errors."""
+    n = len(refs)
+    if model_cfg.image is None:  # not fetched; a post that has an image reads "unused"
+        return [b"" if _present(v) else None for v in refs], [None] * n
+    data: list[bytes | None] = [None] * n
+    known: list[str | None] = [None] * n
+    urls = [i for i, v in enumerate(refs) if not isinstance(v, bytes | bytearray)]
+    got, status = fetch_many([refs[i] for i in urls], fetch_cfg)
+    for i, d, s in zip(urls, got, status, strict=True):
+        data[i], known[i] = d, None if s == S.OK else s
+    for i, v in enumerate(refs):
+        if isinstance(v, bytes | bytearray):
+            data[i] = bytes(v)
+    return data, known
+
+
+def _present(v: Any) -> bool:
+    return v is not None and not (isinstance(v, str) and not v.strip()) and v == v
+
+
+def _preprocessor(cfg: ModelCfg):
+    key = json.dumps(to_dict(cfg), sort_keys=True)
+    if key not in _PREPROCESSORS:
+        # one task per CPU already: the tokenizer's own thread pool would oversubscribe them
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from ..preprocess import Preprocessor  # torch: only in workers that preprocess
+
+        _PREPROCESSORS[key] = Preprocessor(cfg)
+    return _PREPROCESSORS[key]
+
+
+class ModelStage:
+    """The actor of the model stage: loads the checkpoint once, then scores batches."""
+
+    def __init__(self, model_dir: str | None, torch_threads: int, passthrough: list):
+        import torch
+
+        from ..predictor import ModelRunner
+        from .output import output_schema
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.runner = ModelRunner(model_dir)
+        self.schema = output_schema(self.runner.cfg, passthrough)
+        self.passthrough = passthrough
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        from .output import to_table
+
+        return to_table(self.runner(batch), self.schema, len(self.passthrough))

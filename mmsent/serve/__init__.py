@@ -1,0 +1,11 @@
+"""Online serving with Ray Serve: a FastAPI ingress (`SentimentAPI`) composed with a batched model
+deployment (`SentimentModel`) through a DeploymentHandle. Importing this package starts nothing.
+
+    mmsent serve --config configs/serve/default.yaml        # or: serve run configs/serve/default.yaml
+    curl -s 127.0.0.1:8000/v1/sentiment -H 'content-type: application/json' -d '{"text": "I love it"}'
+
+Modules: `app` (builder, args model, `mmsent serve`), `ingress` and `model` (the deployments),
+`api` (routes, errors, limits), `inputs` (request -> posts -> model inputs), `schemas` (wire
+models), `metrics`.
+See docs/serving.md.
+"""

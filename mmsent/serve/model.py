@@ -1,0 +1,107 @@
+"""`SentimentModel`: the model deployment (CPU or a GPU fraction). `@serve.batch` gathers posts
+across requests into one `ModelRunner` forward pass; the batching knobs are its `user_config`
+(mmsent.config.ServeBatchCfg), applied in place by `reconfigure`. Options here are defaults that a
+Serve config's `deployments:` entry overrides (configs/serve/default.yaml).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+
+import numpy as np
+import torch
+from pydantic import TypeAdapter
+from ray import serve
+
+from ..config import ServeBatchCfg
+from ..predictor import ModelRunner
+from .metrics import ModelMetrics
+
+BACKPRESSURE = {"status_code": 503, "retry_after_s": 1}
+
+
+def num_rows(batch: dict[str, np.ndarray]) -> int:
+    return len(batch["text_status"])
+
+
+def total_rows(batches: list[dict[str, np.ndarray]]) -> int:
+    return sum(num_rows(b) for b in batches)
+
+
+def concat(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def pack(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Only the pixels of posts that have an image travel to the model (a text-only post would
+    carry S*S*3 zero bytes); `unpack` restores the dense (B, S, S, 3) array."""
+    if "pixels" in batch:
+        batch = {**batch, "pixels": batch["pixels"][batch["has_image"]]}
+    return batch
+
+
+def unpack(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if "pixels" in batch:
+        sparse, dense = (
+            batch["pixels"],
+            np.zeros((num_rows(batch), *batch["pixels"].shape[1:]), np.uint8),
+        )
+        dense[batch["has_image"]] = sparse
+        batch = {**batch, "pixels": dense}
+    return batch
+
+
+@serve.deployment(max_ongoing_requests=64, max_queued_requests=256, backpressure_config=BACKPRESSURE,
+                  user_config={"max_batch_size": 32, "batch_wait_timeout_s": 0.01},
+                  ray_actor_options={"num_cpus": 1})  # fmt: skip
+class SentimentModel:
+    def __init__(self, model_dir: str | None = None):
+        self.runner = ModelRunner(model_dir)  # loads the checkpoint once per replica
+        self.meta = self.runner.meta
+        self.batching = ServeBatchCfg()
+        self.metrics = ModelMetrics()
+        self.stats = {"pid": os.getpid(), "started": time.time(),
+                      "device": str(self.runner.model.device), "torch_threads": torch.get_num_threads()}  # fmt: skip
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Applied at start and on every user_config change, without restarting the replica."""
+        self.batching = TypeAdapter(ServeBatchCfg).validate_python(user_config)
+        self._batched.set_max_batch_size(self.batching.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
+        self.stats.update(batches=0, posts=0, largest_batch=0)  # counts since this config
+
+    async def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Preprocessed posts of one request (`pack`ed) -> output columns; long ones go in slices."""
+        batch, n, size = unpack(batch), num_rows(batch), self.batching.max_batch_size
+        parts = [{k: v[i : i + size] for k, v in batch.items()} for i in range(0, n, size)]
+        return concat(await asyncio.gather(*(self._batched(p) for p in parts)))
+
+    # An item is one request's posts; batch_size_fn counts posts, so a batch holds at most
+    # max_batch_size posts whatever the mix of single and list requests.
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=total_rows)
+    async def _batched(self, items: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        merged, start = concat(items), time.perf_counter()
+        # in a thread, so the event loop keeps queueing the next batch meanwhile
+        out = await asyncio.to_thread(self.runner, merged)
+        n = num_rows(merged)
+        self.metrics.batch_size.observe(n)
+        self.metrics.batch_latency.observe((time.perf_counter() - start) * 1000)
+        self.stats.update(batches=self.stats["batches"] + 1, posts=self.stats["posts"] + n,
+                          largest_batch=max(self.stats["largest_batch"], n))  # fmt: skip
+        bounds = np.cumsum([0] + [num_rows(b) for b in items])
+        return [
+            {k: v[lo:hi] for k, v in out.items()}
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+
+    def ping(self) -> dict:
+        return {"name": self.runner.cfg.name, "version": self.runner.cfg.version}
+
+    def card(self) -> dict:
+        cfg = self.runner.cfg
+        return {**self.ping(), "labels": cfg.labels, "modalities": cfg.modalities(),
+                "description": cfg.description, "card": self.meta.get("card", {}),
+                "batching": {**dataclasses.asdict(self.batching), "replica": dict(self.stats)}}  # fmt: skip

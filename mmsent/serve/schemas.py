@@ -1,0 +1,102 @@
+"""Wire models of the HTTP API (pydantic): what a client sends and gets back. They also make the
+OpenAPI document at /docs. Responses are built as dicts by `mmsent.schema.prediction_to_json` (the
+CLI's JSON) and documented here, not re-validated per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class PostIn(BaseModel):
+    """One post. `image_url` and `image_base64` exclude each other; at least one field is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | int | None = Field(None, description="echoed back in the prediction")
+    text: str | None = Field(None, description="the post's text (longer texts are read in windows)")
+    image_url: str | None = Field(
+        None, max_length=4096, description="http(s):// URL of an image (s3:// where enabled)"
+    )
+    image_base64: str | None = Field(
+        None, description="image bytes (JPEG, PNG, ...) in base64; a data: URL prefix is allowed"
+    )
+
+    @model_validator(mode="after")
+    def _one_image_and_some_input(self) -> PostIn:
+        if self.image_url is not None and self.image_base64 is not None:
+            raise ValueError("give image_url or image_base64, not both")
+        if self.text is None and self.image_url is None and self.image_base64 is None:
+            raise ValueError("a post needs text, image_url or image_base64")
+        return self
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Prediction(BaseModel):
+    id: str | int | None = Field(None, description="present when the request gave one")
+    label: str | None
+    scores: dict[str, float | None] = Field(description="probability of every label")
+    confidence: float | None
+    modalities_used: list[str]
+    fusion_weights: dict[str, float | None] | None = Field(
+        description="weight the fusion head gave each modality (None for heads without weights)"
+    )
+    status: dict[str, str] = Field(description="per modality: ok, missing, unused or an error")
+    error: str | None
+    model: ModelRef
+
+
+class Predictions(BaseModel):
+    predictions: list[Prediction] = Field(description="one per post, in request order")
+
+
+class ErrorDetail(BaseModel):
+    index: int | None = Field(None, description="the post, for a list request")
+    field: str | None = None
+    code: str
+    message: str | None = None
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="a stable code from mmsent.schema")
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorBody(BaseModel):
+    error: ErrorInfo
+
+
+class Health(BaseModel):
+    status: str
+    model: ModelRef
+
+
+class ModelCard(BaseModel):
+    name: str
+    version: str
+    labels: list[str]
+    modalities: list[str]
+    description: str
+    card: dict[str, Any] = Field(
+        description="training data, metrics and limits from the checkpoint"
+    )
+    batching: dict[str, Any] = Field(description="the model deployment's live user_config")
+    limits: dict[str, Any] = Field(description="request limits of this API")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        401: "missing or wrong bearer token (when auth is on)",
+        413: "body or an image over its size cap",
+        422: "malformed JSON or fields, too many posts, an unusable image (per-post `details`)",
+        503: "overloaded: retry after `Retry-After` seconds",
+    }.items()
+}

@@ -1,0 +1,75 @@
+"""`mmsent evaluate MODEL_DIR DATA`: the report of `mmsent train` for any checkpoint on any labelled
+posts (JSONL / Parquet / CSV, a file or folder, local or s3://).
+
+    mmsent evaluate runs/demo-x/best runs/demo-x/data/test.jsonl      # reproduces metrics.json
+    mmsent evaluate default /tmp/demo/posts.jsonl --group-column slice --out runs/eval-default
+    mmsent evaluate runs/x/best s3://bucket/posts.parquet --label-map 0=negative 4=positive
+
+Columns and the label map default to those the checkpoint was trained with (`mmsent train`
+stores them); other checkpoints read `text`, `image`, `label` with the model's class names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..config import ConfigError, DataCfg, FetchCfg
+from ..models.checkpoint import DEFAULT_MODEL_DIR, CheckpointError, load, read_meta
+from .readers import fetch_images, read_posts
+from .report import write_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mmsent evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("model_dir", help='checkpoint folder, or "default" for the shipped model')
+    ap.add_argument("data", help="labelled posts: a file or folder, local or s3://")
+    ap.add_argument("--out", help="report folder (default: runs/eval-<model>-<time>)")
+    for col in ("text", "image", "label", "group", "id"):
+        ap.add_argument(f"--{col}-column", default=None)
+    ap.add_argument("--format", default="auto", choices=["auto", "jsonl", "parquet", "csv"])
+    ap.add_argument("--label-map", nargs="*", default=None, metavar="RAW=CLASS")
+    ap.add_argument("--limit", type=int, default=0, help="read at most this many rows per file")
+    ap.add_argument("--batch-size", type=int, default=64)
+    args = ap.parse_args(argv)
+    try:
+        return _evaluate(args)
+    except (
+        ConfigError,
+        CheckpointError,
+        FileNotFoundError,
+    ) as e:  # say what is wrong, no traceback
+        print(f"mmsent evaluate: {e}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(args) -> int:
+    model_dir = DEFAULT_MODEL_DIR if args.model_dir == "default" else Path(args.model_dir)
+    meta, model = read_meta(model_dir), load(model_dir)
+    labels = model.cfg.labels
+    columns = {**meta.get("data", {}), **{f"{c}_column": getattr(args, f"{c}_column") for c in
+               ("text", "image", "label", "group", "id") if getattr(args, f"{c}_column")}}  # fmt: skip
+    label_map = {**{n: n for n in labels}, **meta.get("label_map", {})}
+    if args.label_map:
+        label_map.update(dict(x.split("=", 1) for x in args.label_map))
+    data = DataCfg(format=args.format, limit=args.limit, **columns)
+    read = read_posts(args.data, data, labels, label_map)
+    images = fetch_images(read.posts, FetchCfg(), model.cfg)
+    out = Path(args.out or f"runs/eval-{model.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    extra = {
+        "checkpoint": str(model_dir),
+        "data": {"path": args.data, **read.stats, "images": images},
+    }
+    metrics = write_report(out, model, read.posts, meta.get("history") or meta.get("card", {}).get("history"),
+                           extra, args.batch_size)  # fmt: skip
+    summary = {k: metrics["test"][k] for k in ("n", "accuracy", "macro_f1")}
+    print(json.dumps({"report": str(out), **summary, "ablation": metrics["ablation"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
