@@ -109,9 +109,12 @@ def samples_png(model, pre, posts, scores: dict, path, n: int = 8) -> None:
                      color="green" if true == pred else "red")  # fmt: skip
         ax.text(0, -0.02, "\n".join(textwrap.wrap(text, 42)), transform=ax.transAxes, fontsize=7.5,
                 va="top", ha="left", parse_math=False)  # fmt: skip
-    fig.suptitle(
+    title = (
         "sample posts: image, text, true and predicted label, the weight the head gave the image"
     )
+    if model.cfg.fusion.head == "cross_attention":
+        title += "\noverlay: where the text's tokens attended in the image (mean over tokens)"
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

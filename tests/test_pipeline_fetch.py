@@ -1,0 +1,91 @@
+"""mmsent.io.fetch as bulk scoring uses it, against real servers on 127.0.0.1: an HTTP server with
+404s, slow, flaky, corrupt, zero-byte and HTML responses, and moto's S3 server."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from pipeline_support import ImageServer
+
+from mmsent import schema as S
+from mmsent.config import FetchCfg
+from mmsent.io.fetch import fetch, fetch_many
+
+
+@pytest.fixture(scope="module")
+def photo():
+    from mmsent.sample_data import real_photos
+
+    return dict(real_photos(max_side=128))["chelsea"]
+
+
+@pytest.fixture()
+def server(photo):
+    with ImageServer({"chelsea": photo}, slow_s=2.0) as srv:
+        yield srv
+
+
+FAST = FetchCfg(timeout_s=0.5, retries=1, backoff_s=0.01)
+
+
+def test_http_statuses(server, photo):
+    assert fetch(server.url("img/chelsea"), FAST) == (photo, S.OK)
+    assert fetch(server.url("404/chelsea"), FAST) == (None, S.IMAGE_NOT_FOUND)
+    assert fetch(server.url("slow/chelsea"), FAST) == (None, S.IMAGE_FETCH_TIMEOUT)
+    assert server.hits["/slow/chelsea"] == 2  # a timeout is transient: retried once
+    assert fetch(server.url("404/x"), FAST)[1] == S.IMAGE_NOT_FOUND
+    assert server.hits["/404/x"] == 1  # a 404 is not retried
+
+
+def test_retry_after_transient_error(server, photo):
+    assert fetch(server.url("flaky/chelsea"), FAST) == (photo, S.OK)
+    assert server.hits["/flaky/chelsea"] == 2
+    no_retry = FetchCfg(timeout_s=0.5, retries=0)
+    assert fetch(server.url("flaky/chelsea?again"), no_retry) == (None, S.IMAGE_FETCH_ERROR)
+
+
+def test_bytes_that_are_not_images_are_fetched_then_judged_by_preprocessing(server):
+    # fetching succeeds; it is the one preprocessing path that names the problem
+    from mmsent.config import PreprocessCfg
+    from mmsent.preprocess import decode_image
+
+    codes = {}
+    for route in ("corrupt", "zero", "html", "truncated/chelsea"):
+        data, status = fetch(server.url(route), FAST)
+        assert status == S.OK
+        codes[route] = decode_image(data, 64, PreprocessCfg())[1]
+    assert codes == {"corrupt": S.IMAGE_DECODE_ERROR, "zero": S.IMAGE_EMPTY,
+                     "html": S.NOT_AN_IMAGE, "truncated/chelsea": S.IMAGE_TRUNCATED}  # fmt: skip
+
+
+def test_byte_cap(server, photo):
+    small = FetchCfg(timeout_s=1.0, retries=0, max_bytes=len(photo) - 1)
+    assert fetch(server.url("img/chelsea"), small) == (None, S.IMAGE_BYTES_TOO_LARGE)
+
+
+def test_fetch_many_keeps_order_and_bounds_concurrency(server, photo):
+    urls = [server.url(f"pause/chelsea?{i}") for i in range(9)] + [server.url("404/a"), None]
+    data, status = fetch_many(urls, FetchCfg(timeout_s=2.0, concurrency=3))
+    assert status == [S.OK] * 9 + [S.IMAGE_NOT_FOUND, S.MISSING]
+    assert data[:9] == [photo] * 9
+    assert server.max_in_flight <= 3
+
+
+def test_bad_urls():
+    cfg = FetchCfg(schemes=["http", "https", "s3"])
+    assert fetch("ftp://127.0.0.1/x.jpg", cfg)[1] == S.IMAGE_URL_INVALID
+    assert fetch("/etc/hostname", cfg)[1] == S.IMAGE_URL_INVALID  # file: not allowed here
+    assert fetch(17, cfg)[1] == S.IMAGE_URL_INVALID
+    assert fetch("  ", cfg)[1] == S.MISSING
+
+
+def test_s3(s3_server, photo):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="fetch-test")
+    s3.put_object(Bucket="fetch-test", Key="a b/cat.jpg", Body=photo)
+    assert fetch("s3://fetch-test/a%20b/cat.jpg", FAST) == (photo, S.OK)
+    assert fetch("s3://fetch-test/a b/cat.jpg", FAST) == (photo, S.OK)
+    assert fetch("s3://fetch-test/nope.jpg", FAST) == (None, S.IMAGE_NOT_FOUND)
+    assert fetch("s3://no-such-bucket/cat.jpg", FAST)[1] == S.IMAGE_NOT_FOUND
+    small = FetchCfg(max_bytes=100)
+    assert fetch("s3://fetch-test/a b/cat.jpg", small) == (None, S.IMAGE_BYTES_TOO_LARGE)
