@@ -1,10 +1,11 @@
 """Bulk scoring: throughput against a plain loop, and memory against input size, in one run.
 
-    .venv/bin/python bench/pipeline.py [--seconds 70] [--mem-posts 200] [--model DIR]
+    .venv/bin/python bench/pipeline.py [--seconds 70] [--mem-posts 500] [--model DIR] [--set KEY=VALUE ...]
 
 1. Steady-state posts/s of the Ray pipeline (configs/score/local.yaml: the graph `mmsent score`
-   runs, read -> preprocess tasks -> model actor, drained by the driver instead of written) vs.
-   the same UDFs (read_unit -> preprocess -> ModelStage) in a plain single-process loop, on the
+   runs, read -> preprocess tasks -> model actors, drained by the driver instead of written) vs.
+   the same UDFs (read_unit -> preprocess -> ModelStage) in a plain single-process loop with
+   torch on every core, in batches of model_batch_size, on the
    same posts, text-only and text+image. The loop runs --seconds past its first batch; the Ray
    pipeline then scores exactly those posts. Both rates count from the first scored batch on, so
    cluster start and model load are left out.
@@ -63,11 +64,12 @@ def setup(path: str, cfg: ScoreCfg):
 
 
 def plain_loop(path: str, cfg: ScoreCfg, seconds: float) -> tuple[float, int]:
-    """The same UDFs, one process, no Ray; stops `seconds` past the first batch."""
+    """The same UDFs, one process, no Ray, torch on every core; stops `seconds` past the first
+    batch."""
     import numpy as np
 
     plan, model_cfg, units = setup(path, cfg)
-    stage = ModelStage(cfg.model_dir, cfg.model_torch_threads, plan.passthrough)
+    stage = ModelStage(cfg.model_dir, os.cpu_count(), plan.passthrough)
     unit = {"unit": np.array([json.dumps(units[0])])}
     n = first_n = 0
     first = None
@@ -98,12 +100,12 @@ def ray_pipeline(path: str, cfg: ScoreCfg) -> float:
     return rate
 
 
-def peak_memory(path: str, out: str, model: str | None) -> float:
+def peak_memory(path: str, out: str, overrides: list[str]) -> float:
     """Peak summed PSS (shared pages split fairly) of a `mmsent score` process and of every
     process under it (its local Ray: GCS, raylet, workers, the model actor), in MiB."""
     cmd = [sys.executable, "-m", "mmsent.cli", "score", path, out, "--overwrite"]
-    proc = subprocess.Popen(cmd + (["--set", f"model_dir={model}"] if model else []),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(cmd + ["--set", *overrides], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         total = 0
@@ -119,26 +121,34 @@ def peak_memory(path: str, out: str, model: str | None) -> float:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=70.0, help="plain-loop time per case")
-    ap.add_argument("--mem-posts", type=int, default=200, help="N of the memory figure")
+    ap.add_argument("--mem-posts", type=int, default=500, help="N of the memory figure")
     ap.add_argument("--model", default=None, help="checkpoint directory (default: shipped model)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    ap.add_argument("--kinds", default="text-only,text+image", help="which posts to time")
     args = ap.parse_args(argv)
-    cfg = load_config(ScoreCfg, "local", [f"model_dir={args.model}"] if args.model else [], "score")
+    overrides = [f"model_dir={args.model}"] * bool(args.model) + args.set
+    cfg = load_config(ScoreCfg, "local", overrides, "score")
     tmp = Path(tempfile.mkdtemp(prefix="mmsent-bench-"))
     print(
-        f"cores: {os.cpu_count()}; config: configs/score/local.yaml; model: {args.model or 'default'}"
+        f"cores: {os.cpu_count()}; config: configs/score/local.yaml {' '.join(args.set)}; "
+        f"model: {args.model or 'default'}"
     )
     print(
         f"{'posts':12s} {'N':>6s} {'plain loop':>11s} {'Ray pipeline':>13s} {'ratio':>6s}  (posts/s)"
     )
     for kind, images, pool in (("text-only", False, 40_000), ("text+image", True, 10_000)):
+        if kind not in args.kinds.split(","):
+            continue
         path = write_dump(tmp / kind, pool, images)
         plain, n = plain_loop(path, cfg, args.seconds)
         path = write_dump(tmp / f"{kind}-{n}", n, images)  # exactly the posts the loop scored
         piped = ray_pipeline(path, cfg)
         print(f"{kind:12s} {n:6d} {plain:11.1f} {piped:13.1f} {piped / plain:6.2f}", flush=True)
     n = args.mem_posts
-    small = peak_memory(write_dump(tmp / "mem-1", n, True), str(tmp / "out-1"), args.model)
-    large = peak_memory(write_dump(tmp / "mem-10", 10 * n, True), str(tmp / "out-10"), args.model)
+    if not n:
+        return
+    small = peak_memory(write_dump(tmp / "mem-1", n, True), str(tmp / "out-1"), overrides)
+    large = peak_memory(write_dump(tmp / "mem-10", 10 * n, True), str(tmp / "out-10"), overrides)
     print(f"peak memory (PSS, all processes): {n} posts {small:.0f} MiB, {10 * n} posts "
           f"{large:.0f} MiB, ratio {large / small:.2f}")  # fmt: skip
 

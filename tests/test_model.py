@@ -177,3 +177,24 @@ def test_other_transformers_towers_from_local_dirs(tmp_path, encoders, photos):
         out = model(to_tensors(Preprocessor(cfg)(["a fine day", None], [photos[0], photos[1]])))
         assert torch.isfinite(out.logits).all() and out.attention.shape[2] > 1
         out.logits.sum().backward()
+
+
+@pytest.mark.parametrize("head", ["gated", "cross_attention"])
+def test_image_tower_in_cpu_chunks_scores_the_same(encoders, photos, head, monkeypatch):
+    """CPU inference runs the image tower `cpu_chunk` posts at a time (bounded activation memory):
+    the same logits and image weights as one call on the whole batch."""
+    cfg = tiny_model_cfg(*encoders, head=head)
+    model, pre = build_model(cfg).eval(), Preprocessor(cfg)
+    n = 11
+    texts = [f"post {i} " + "words " * i for i in range(n)]
+    images = [photos[i % len(photos)] if i % 4 else None for i in range(n)]
+    batch = to_tensors(pre(texts, images))
+    tower = type(model.towers["image"])
+    with torch.no_grad():
+        monkeypatch.setattr(tower, "cpu_chunk", None)
+        whole = model(batch)
+        monkeypatch.setattr(tower, "cpu_chunk", 3)
+        chunked = model(batch)
+    assert torch.allclose(whole.logits, chunked.logits, atol=1e-5)
+    if whole.weights is not None:
+        assert torch.allclose(whole.weights, chunked.weights, atol=1e-5)

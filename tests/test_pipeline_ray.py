@@ -168,3 +168,20 @@ def test_actor_killed_mid_job_every_row_once(ray_local, photos, tmp_path):
                                                    + [f"b{i}" for i in range(4)])  # fmt: skip
     assert result["missing"] == result["duplicates"] == 0
     assert all(r["image_status"] == S.OK for r in rows if r["id"].startswith("b"))
+
+
+def test_stages_that_hold_every_cpu_still_finish(ray_local, tmp_path):
+    """Model actors and CPU tasks together reserve all 4 CPUs of the session's Ray: the graph's
+    own re-cutting of blocks must not wait for a CPU (it used to, forever)."""
+    write_jsonl(tmp_path / "in/a.jsonl", [{"id": f"a{i}", "text": s}
+                                          for i, s in enumerate(texts(8))])  # fmt: skip
+    cfg = small_cfg(model_min_actors=2, model_max_actors=2, model_num_cpus=1.5,
+                    preprocess_num_cpus=1, read_num_cpus=0, write_num_cpus=0)  # fmt: skip
+    result = {}
+    job = threading.Thread(target=lambda: result.update(run(str(tmp_path / "in"),
+                                                            str(tmp_path / "out"), cfg)),
+                           daemon=True)  # fmt: skip
+    job.start()
+    job.join(240)
+    assert not job.is_alive(), "the job waits for a CPU that never frees"
+    assert result["rows"] == 8 and result["missing"] == result["duplicates"] == 0

@@ -17,6 +17,21 @@ from .fusion import FusionOut, build_head
 from .towers import Tower, TowerOut, build_tower
 
 
+def _call(tower: Tower, inputs: dict[str, torch.Tensor]) -> TowerOut:
+    """The tower on `inputs`; in CPU inference, `tower.cpu_chunk` posts at a time."""
+    x = next(iter(inputs.values()))
+    size = tower.cpu_chunk
+    if not size or len(x) <= size or x.device.type != "cpu" or torch.is_grad_enabled():
+        return tower(inputs)
+    parts = [tower({k: v[i : i + size] for k, v in inputs.items()}) for i in range(0, len(x), size)]
+    T = max(p.tokens.shape[1] for p in parts)  # pad token axes to the longest part's
+    return TowerOut(
+        torch.cat([p.pooled for p in parts]),
+        torch.cat([nn.functional.pad(p.tokens, (0, 0, 0, T - p.tokens.shape[1])) for p in parts]),
+        torch.cat([nn.functional.pad(p.token_mask, (0, T - p.token_mask.shape[1])) for p in parts]),
+    )
+
+
 class MultimodalClassifier(nn.Module):
     def __init__(self, cfg: ModelCfg, load_pretrained: bool = True):
         super().__init__()
@@ -49,12 +64,12 @@ class MultimodalClassifier(nn.Module):
         B = present.shape[0]
         idx = present.nonzero().squeeze(1)
         if len(idx) == B:
-            return tower({k: batch[k] for k in tower.input_keys})
+            return _call(tower, {k: batch[k] for k in tower.input_keys})
         device = present.device
         if len(idx) == 0:
             z = torch.zeros(B, 1, tower.out_dim, device=device)
             return TowerOut(z[:, 0], z, torch.zeros(B, 1, dtype=torch.bool, device=device))
-        sub = tower({k: batch[k][idx] for k in tower.input_keys})
+        sub = _call(tower, {k: batch[k][idx] for k in tower.input_keys})
         pooled = sub.pooled.new_zeros(B, tower.out_dim).index_copy(0, idx, sub.pooled)
         tokens = sub.tokens.new_zeros(B, *sub.tokens.shape[1:]).index_copy(0, idx, sub.tokens)
         mask = sub.token_mask.new_zeros(B, sub.token_mask.shape[1]).index_copy(

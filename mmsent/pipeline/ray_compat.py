@@ -44,8 +44,17 @@ def blocks_of(ds, rows: int):
     """`ds` re-cut into blocks of `rows` rows as they stream. Without it a generator UDF's yields
     are buffered into blocks of up to DataContext.target_max_block_size (128 MiB): a whole file
     would reach the next stage as one block, i.e. one task. Ray fuses this streaming repartition
-    into the map before it, whose output buffer then hands on every `rows` rows."""
-    return ds.repartition(target_num_rows_per_block=rows)
+    into the map before it only when their resources match; unfused, its tasks would ask for the
+    default 1 CPU each, and a job whose model actors and CPU tasks hold every CPU would wait
+    forever. `repartition` takes no resources, so the op's are set here: re-cutting is a copy."""
+    import ray
+    from ray.data._internal.logical.operators import StreamingRepartition
+
+    ds = ds.repartition(target_num_rows_per_block=rows)
+    op = ds._logical_plan.dag
+    assert isinstance(op, StreamingRepartition), f"Ray {ray.__version__}: {type(op).__name__}"
+    op.ray_remote_args["num_cpus"] = 0
+    return ds
 
 
 def write_args(num_cpus: float, max_rows_per_file: int) -> dict:

@@ -60,6 +60,9 @@ def preprocess(
     ids, texts, images, errors, extras = zip(*map(pickle.loads, batch["record"]), strict=True)
     data, known = _image_bytes(list(images), model_cfg, fetch_cfg)
     out = _preprocessor(model_cfg)(list(texts), data, known)
+    if "pixels" in out:  # only posts with an image carry pixels (a zero image is 150 KB)
+        out["pixels"] = np.array([p.tobytes() if has else b"" for p, has
+                                  in zip(out["pixels"], out["has_image"], strict=True)], dtype=object)  # fmt: skip
     out["id"] = np.array(ids, dtype=object)
     out["record_error"] = np.array(errors, dtype=object)
     out["passthrough"] = np.array([pickle.dumps(e, protocol=5) for e in extras], dtype=object)
@@ -111,10 +114,18 @@ class ModelStage:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.runner = ModelRunner(model_dir)
+        image = self.runner.cfg.image
+        self.size = image.image_size if image else 0
         self.schema = output_schema(self.runner.cfg, passthrough)
         self.passthrough = passthrough
 
     def __call__(self, batch: dict[str, np.ndarray]):
         from .output import to_table
 
+        if "pixels" in batch:  # rows of bytes (b"": no image) -> the dense (B, S, S, 3) array
+            pixels = np.zeros((len(batch["pixels"]), self.size, self.size, 3), np.uint8)
+            for i, b in enumerate(batch["pixels"]):
+                if len(b):
+                    pixels[i] = np.frombuffer(b, np.uint8).reshape(pixels.shape[1:])
+            batch = {**batch, "pixels": pixels}
         return to_table(self.runner(batch), self.schema, len(self.passthrough))

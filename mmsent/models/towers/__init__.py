@@ -24,6 +24,9 @@ class Tower(nn.Module):
     modality: str = ""
     input_keys: tuple[str, ...] = ()
     out_dim: int = 0
+    # posts per call in CPU inference (None: the whole batch): activation memory then stays the
+    # same whatever the batch size
+    cpu_chunk: int | None = None
 
     def __init__(self) -> None:
         super().__init__()
