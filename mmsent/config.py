@@ -236,6 +236,7 @@ class ScoreCfg:
     model_num_gpus: float = 0.0  # per actor; fractional shares a GPU (0.5: two actors per GPU)
     model_torch_threads: int = 0  # 0: torch's default (Ray sets it to the actor's num_cpus)
     write_num_cpus: float = 0.0
+    object_store_mb: float | None = None  # MiB of blocks between stages (None: Ray's default)
     max_rows_per_file: int = 100_000  # Parquet rows per output file (a hard cap)
     verify: bool = True  # re-count the input at the end: the summary reports missing/duplicates
 

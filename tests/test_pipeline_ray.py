@@ -185,3 +185,25 @@ def test_stages_that_hold_every_cpu_still_finish(ray_local, tmp_path):
     job.join(240)
     assert not job.is_alive(), "the job waits for a CPU that never frees"
     assert result["rows"] == 8 and result["missing"] == result["duplicates"] == 0
+
+
+def test_a_cap_smaller_than_one_block_still_streams_every_row(ray_local, photos, tmp_path):
+    """object_store_mb bounds the blocks in flight between stages (decoding may not run ahead of
+    the model); a cap below one block's size must slow the job down, never stall it."""
+    import ray.data
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/cat.jpg").write_bytes(photos["chelsea"])
+    write_jsonl(tmp_path / "in/a.jsonl", [{"id": f"a{i}", "text": s, "image_url": "cat.jpg"}
+                                          for i, s in enumerate(texts(24))])  # fmt: skip
+    cfg = small_cfg(object_store_mb=0.001)  # 1 KiB: less than one 4-post block of pixels
+    summary = run(str(tmp_path / "in"), str(tmp_path / "out"), cfg)
+    limits = ray.data.DataContext.get_current().execution_options.resource_limits
+    assert limits.object_store_memory == 1049  # MiB * 0.001, as Ray rounds it
+    assert summary["rows"] == 24 and summary["missing"] == summary["duplicates"] == 0
+    assert summary["errors"] == {}
+    run(str(tmp_path / "in"), str(tmp_path / "out2"), small_cfg())  # None: Ray's default again
+    assert (
+        ray.data.DataContext.get_current().execution_options.resource_limits.object_store_memory
+        == float("inf")
+    )

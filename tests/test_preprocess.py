@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +13,14 @@ from PIL import Image
 
 from mmsent import schema as S
 from mmsent.config import ModelCfg, PreprocessCfg
-from mmsent.preprocess import Preprocessor, clean_text, decode_image
+from mmsent.preprocess import (
+    Preprocessor,
+    clean_text,
+    decode_image,
+    pack_pixels,
+    resolve_text_path,
+    unpack_pixels,
+)
 from mmsent.sample_data import photo_files
 
 CFG = PreprocessCfg()
@@ -160,3 +169,43 @@ def test_batch_statuses_and_long_texts_are_chunked():
     assert (
         b3["image_status"].tolist() == [S.OK] and b3["has_image"][0] and b3["pixels"][0].max() > 0
     )
+
+
+def test_packed_pixels_round_trip_and_carry_no_blank_images():
+    pre = Preprocessor(ModelCfg())
+    b = pre(["a", "b", "c"], [encode(halves(), "JPEG"), None, b"nope"])
+    packed = pack_pixels(b)
+    assert [len(p) for p in packed["pixels"]] == [224 * 224 * 3, 0, 0]
+    back = unpack_pixels(packed, 224)
+    assert back["pixels"].shape == b["pixels"].shape and np.array_equal(back["pixels"], b["pixels"])
+    text_only = {"has_image": np.zeros(2, bool), "pixels": np.zeros((2, 8, 8, 3), np.uint8)}
+    assert unpack_pixels(pack_pixels(text_only), 8)["pixels"].shape == (2, 8, 8, 3)
+
+
+def test_tokenizer_matches_autotokenizer_and_decoding_needs_no_torch():
+    from transformers import AutoTokenizer
+
+    from mmsent.train.data import read_vader
+
+    texts = read_vader().texts[:500] + ["", "ünïcödé 😀 test", "a " * 400]
+    kw = {"max_length": 128, "truncation": True, "stride": 32, "padding": "max_length",
+          "return_overflowing_tokens": True}  # fmt: skip
+    ours = Preprocessor(ModelCfg()).tokenizer(texts, **kw)
+    auto = AutoTokenizer.from_pretrained(resolve_text_path("minilm"), local_files_only=True)(
+        texts, **kw
+    )
+    for key in ("input_ids", "attention_mask", "overflow_to_sample_mapping"):
+        assert list(ours[key]) == list(auto[key]), key
+    # a bulk-scoring decode worker: the stage module and a whole preprocessed batch, no torch
+    code = (
+        "import sys, pickle, numpy as np\n"
+        "from mmsent.config import ModelCfg, FetchCfg\n"
+        "from mmsent.pipeline.stages import preprocess\n"
+        "rec = np.array([pickle.dumps(('p', 'a fine day', None, None, {}))], dtype=object)\n"
+        "out = preprocess({'record': rec, 'input_file': np.array(['f'], dtype=object),\n"
+        "                  'input_row': np.array([0])}, model_cfg=ModelCfg(), fetch_cfg=FetchCfg())\n"
+        "assert out['has_text'].tolist() == [True]\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", run.stdout

@@ -36,6 +36,7 @@ def model_config(model_dir: str | None) -> ModelCfg:
 def build_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg, model_cfg: ModelCfg):
     import ray.data
 
+    ray_compat.limit_object_store(cfg.object_store_mb)  # this driver's DataContext
     ds = ray.data.from_items([{"unit": json.dumps(u)} for u in units],
                              override_num_blocks=len(units))  # fmt: skip
     ds = ds.map_batches(read_unit, batch_size=1, batch_format="numpy",

@@ -4,6 +4,7 @@ ds.map_batches(fn, **cpu_stage(num_cpus=1, max_tasks=None, memory_mb=512))
 ds.map_batches(Cls, **actor_stage(min_size=1, max_size=2, num_cpus=1, num_gpus=0.5))
 ds = blocks_of(ds, 32)          # stream a generator UDF's output in blocks of 32 rows
 ds.write_parquet(path, **write_args(num_cpus=0, max_rows_per_file=100_000))
+limit_object_store(512)  # MiB of blocks in flight between stages
 connect(address=None)   # local Ray on 127.0.0.1, or RAY_ADDRESS / --address
 """
 
@@ -55,6 +56,19 @@ def blocks_of(ds, rows: int):
     assert isinstance(op, StreamingRepartition), f"Ray {ray.__version__}: {type(op).__name__}"
     op.ray_remote_args["num_cpus"] = 0
     return ds
+
+
+def limit_object_store(mb: float | None) -> None:
+    """Cap the bytes of blocks this job keeps in Ray's object store (None: Ray's default, a
+    share of the store, i.e. of the node's RAM). Without a cap a fast stage runs ahead of a slow
+    one: decode tasks finish a 10,000-post dump long before the model does and park every
+    decoded image in the store, so memory grows with the input instead of staying flat."""
+    import ray.data
+
+    options = ray.data.DataContext.get_current().execution_options
+    options.resource_limits = options.resource_limits.copy(
+        object_store_memory=mb * 2**20 if mb else float("inf")
+    )
 
 
 def write_args(num_cpus: float, max_rows_per_file: int) -> dict:

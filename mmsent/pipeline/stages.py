@@ -59,10 +59,9 @@ def preprocess(
     """Fetch images (fetch_many: bounded concurrency, retries, byte cap), then THE preprocessing."""
     ids, texts, images, errors, extras = zip(*map(pickle.loads, batch["record"]), strict=True)
     data, known = _image_bytes(list(images), model_cfg, fetch_cfg)
-    out = _preprocessor(model_cfg)(list(texts), data, known)
-    if "pixels" in out:  # only posts with an image carry pixels (a zero image is 150 KB)
-        out["pixels"] = np.array([p.tobytes() if has else b"" for p, has
-                                  in zip(out["pixels"], out["has_image"], strict=True)], dtype=object)  # fmt: skip
+    from ..preprocess import pack_pixels  # torch: only in workers that preprocess
+
+    out = pack_pixels(_preprocessor(model_cfg)(list(texts), data, known))
     out["id"] = np.array(ids, dtype=object)
     out["record_error"] = np.array(errors, dtype=object)
     out["passthrough"] = np.array([pickle.dumps(e, protocol=5) for e in extras], dtype=object)
@@ -120,12 +119,8 @@ class ModelStage:
         self.passthrough = passthrough
 
     def __call__(self, batch: dict[str, np.ndarray]):
+        from ..preprocess import unpack_pixels
         from .output import to_table
 
-        if "pixels" in batch:  # rows of bytes (b"": no image) -> the dense (B, S, S, 3) array
-            pixels = np.zeros((len(batch["pixels"]), self.size, self.size, 3), np.uint8)
-            for i, b in enumerate(batch["pixels"]):
-                if len(b):
-                    pixels[i] = np.frombuffer(b, np.uint8).reshape(pixels.shape[1:])
-            batch = {**batch, "pixels": pixels}
+        batch = unpack_pixels(batch, self.size)
         return to_table(self.runner(batch), self.schema, len(self.passthrough))

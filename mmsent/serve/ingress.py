@@ -21,10 +21,10 @@ from ray.serve.handle import DeploymentHandle
 from .. import schema as S
 from ..config import ModelCfg, ServeCfg, from_dict
 from ..models.checkpoint import read_meta
-from ..preprocess import Preprocessor
+from ..preprocess import Preprocessor, pack_pixels
 from .inputs import Post, RequestError, load_images, preprocess
 from .metrics import IngressMetrics
-from .model import BACKPRESSURE, pack
+from .model import BACKPRESSURE
 
 logger = logging.getLogger("ray.serve")
 
@@ -70,7 +70,7 @@ class SentimentAPI:
             for code in filter(S.is_error, known):
                 self.metrics.fetch_errors.inc(tags={"code": code})
         batch = await asyncio.to_thread(preprocess, self.pre, posts, images, known, single)
-        columns = await self._call(self.model.predict.remote(pack(batch)))
+        columns = await self._call(self.model.predict.remote(pack_pixels(batch)))
         out = []
         for post, row in zip(posts, S.rows_from_columns(columns), strict=True):
             self.metrics.posts.inc(tags={"modalities": row["modalities"] or "none"})

