@@ -103,8 +103,12 @@ def serve_rates(args, posts: dict) -> dict:
     results = {}
     for batching, user_config in (("on", {"max_batch_size": args.batch_size, "batch_wait_timeout_s": args.wait_ms / 1000}),
                                   ("off", {"max_batch_size": 1, "batch_wait_timeout_s": 0.0})):  # fmt: skip
-        model_options = {"user_config": user_config, "max_ongoing_requests": 2 * args.batch_size,
-                         "ray_actor_options": {"num_cpus": args.threads}}  # fmt: skip
+        # max_ongoing_requests: the deployment's default (64), above the highest concurrency, so
+        # every request waits in the replica's batch queue, none in the router's retry backoff
+        model_options = {
+            "user_config": user_config,
+            "ray_actor_options": {"num_cpus": args.threads},
+        }
         app = compose(ServeCfg(model_dir=args.model), model_options)
         serve.run(app, name="bench", route_prefix="/")
         replica = json.load(urlopen(f"http://127.0.0.1:{port}/v1/model"))["batching"]["replica"]

@@ -222,6 +222,9 @@ def test_bounded_concurrent_load_has_no_5xx(api):
         codes = list(pool.map(lambda p: post(api, p).status_code, payloads))
     assert len(codes) == 48 and not [c for c in codes if c >= 500]
     assert codes.count(200) == 36 and codes.count(422) == 12
+    # posts of concurrent requests share forward passes (list requests alone make batches of 2)
+    replica = api.http.get(f"{api.url}/v1/model", timeout=30).json()["batching"]["replica"]
+    assert replica["largest_batch"] >= 4, replica
 
 
 def test_metrics_are_exported_in_prometheus_format(api, ray_local):

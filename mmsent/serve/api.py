@@ -25,6 +25,7 @@ from .inputs import RequestError, parse_json, parse_multipart
 from .schemas import ERROR_RESPONSES, ErrorBody, Health, ModelCard, PostIn, Prediction, Predictions
 
 logger = logging.getLogger("ray.serve")
+INLINE_BYTES = 64 * 1024  # JSON bodies up to this size are parsed on the event loop
 
 
 def build_api(ingress: Any) -> FastAPI:
@@ -40,7 +41,11 @@ def build_api(ingress: Any) -> FastAPI:
         if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             posts, single = [await parse_multipart(request, cfg)], True
         else:  # JSON, whatever the content type says (curl -d sends form-urlencoded)
-            posts, single = await asyncio.to_thread(parse_json, await request.body(), cfg)
+            body = await request.body()
+            small = len(body) <= INLINE_BYTES  # parsed at once: a thread hop would cost more
+            posts, single = (
+                parse_json(body, cfg) if small else await asyncio.to_thread(parse_json, body, cfg)
+            )
         results = await ingress.score(posts, single)
         return JSONResponse(results[0] if single else {"predictions": results})
 

@@ -69,7 +69,10 @@ class SentimentAPI:
             )
             for code in filter(S.is_error, known):
                 self.metrics.fetch_errors.inc(tags={"code": code})
-        batch = await asyncio.to_thread(preprocess, self.pre, posts, images, known, single)
+        args = (self.pre, posts, images, known, single)
+        # images decode in a thread (Pillow lets go of the GIL); text alone is tokenized at once
+        with_images = any(image is not None for image in images)
+        batch = await asyncio.to_thread(preprocess, *args) if with_images else preprocess(*args)
         columns = await self._call(self.model.predict.remote(pack_pixels(batch)))
         out = []
         for post, row in zip(posts, S.rows_from_columns(columns), strict=True):

@@ -71,8 +71,11 @@ class SentimentModel:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=total_rows)
     async def _batched(self, items: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         merged, start = concat(items), time.perf_counter()
-        # in a thread, so the event loop keeps queueing the next batch meanwhile
-        out = await asyncio.to_thread(self.runner, merged)
+        # On this (user-code) event loop, not in a thread: a forward pass in a thread holds the GIL
+        # for most of its small ops, starving the loop that takes in requests, so batches stayed
+        # ~2 posts at concurrency 32 (bench/serve.py). Blocked, the replica's own loop keeps
+        # queueing requests, and the next batch starts full.
+        out = self.runner(merged)
         n = num_rows(merged)
         self.metrics.batch_size.observe(n)
         self.metrics.batch_latency.observe((time.perf_counter() - start) * 1000)
