@@ -205,6 +205,8 @@ def test_tokenizer_matches_autotokenizer_and_decoding_needs_no_torch():
         "out = preprocess({'record': rec, 'input_file': np.array(['f'], dtype=object),\n"
         "                  'input_row': np.array([0])}, model_cfg=ModelCfg(), fetch_cfg=FetchCfg())\n"
         "assert out['has_text'].tolist() == [True]\n"
+        "from mmsent.pipeline import job  # and a `mmsent score` driver, which reads the meta\n"
+        "assert job.read_meta()['model']['name']\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

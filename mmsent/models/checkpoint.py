@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..config import ModelCfg, from_dict, to_dict
-from .model import MultimodalClassifier, build_model
+
+if TYPE_CHECKING:  # torch is imported where weights are handled: read_meta stays torch-free
+    import torch
+
+    from .model import MultimodalClassifier
 
 FORMAT = 1
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
@@ -30,6 +31,8 @@ class CheckpointError(RuntimeError):
 def save(
     model: MultimodalClassifier, path: str | Path, extra: dict[str, Any] | None = None
 ) -> Path:
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.trained_state_dict().items()}
@@ -66,6 +69,10 @@ def load(
     path: str | Path | None = None, device: str | torch.device | None = None
 ) -> MultimodalClassifier:
     """Load a checkpoint (default: the shipped default model) in eval mode."""
+    from safetensors.torch import load_file
+
+    from .model import build_model
+
     path = Path(path) if path else DEFAULT_MODEL_DIR
     cfg = from_dict(ModelCfg, read_meta(path)["model"])
     model = build_model(cfg)
@@ -86,4 +93,6 @@ def load(
 
 def pick_device() -> torch.device:
     """The torch device from torch itself (never from Ray's resource view)."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
