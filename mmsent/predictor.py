@@ -21,7 +21,7 @@ import torch
 
 from . import schema as S
 from .models.checkpoint import load, read_meta
-from .preprocess import MODEL_KEYS, Preprocessor, to_tensors
+from .preprocess import MODEL_KEYS, Preprocessor, to_tensors, unpack_pixels
 
 INTERNAL_COLUMNS = set(MODEL_KEYS) | {"text_chunks"}
 
@@ -32,10 +32,13 @@ class ModelRunner:
         self.cfg = self.model.cfg
         self.modalities = self.cfg.modalities()
         self.meta = read_meta(model_dir)
+        self.image_size = self.cfg.image.image_size if self.cfg.image else 0
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Preprocessed batch -> its non-model columns plus the prediction columns."""
+        """Preprocessed batch (pixels dense or `pack_pixels`ed) -> its non-model columns plus the
+        prediction columns."""
+        batch = unpack_pixels(batch, self.image_size)
         n = len(batch["text_status"])
         out = {k: v for k, v in batch.items() if k not in INTERNAL_COLUMNS}
         labels = self.cfg.labels

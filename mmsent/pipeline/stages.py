@@ -19,6 +19,7 @@ import numpy as np
 from .. import schema as S
 from ..config import FetchCfg, ModelCfg, to_dict
 from ..io.fetch import fetch_many
+from ..preprocess import Preprocessor, pack_pixels
 from .files import parent
 from .readers import Plan, read_rows
 from .resume import Skip
@@ -59,8 +60,6 @@ def preprocess(
     """Fetch images (fetch_many: bounded concurrency, retries, byte cap), then THE preprocessing."""
     ids, texts, images, errors, extras = zip(*map(pickle.loads, batch["record"]), strict=True)
     data, known = _image_bytes(list(images), model_cfg, fetch_cfg)
-    from ..preprocess import pack_pixels  # torch: only in workers that preprocess
-
     out = pack_pixels(_preprocessor(model_cfg)(list(texts), data, known))
     out["id"] = np.array(ids, dtype=object)
     out["record_error"] = np.array(errors, dtype=object)
@@ -95,8 +94,6 @@ def _preprocessor(cfg: ModelCfg):
     if key not in _PREPROCESSORS:
         # one task per CPU already: the tokenizer's own thread pool would oversubscribe them
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from ..preprocess import Preprocessor  # torch: only in workers that preprocess
-
         _PREPROCESSORS[key] = Preprocessor(cfg)
     return _PREPROCESSORS[key]
 
@@ -113,14 +110,10 @@ class ModelStage:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.runner = ModelRunner(model_dir)
-        image = self.runner.cfg.image
-        self.size = image.image_size if image else 0
         self.schema = output_schema(self.runner.cfg, passthrough)
         self.passthrough = passthrough
 
     def __call__(self, batch: dict[str, np.ndarray]):
-        from ..preprocess import unpack_pixels
         from .output import to_table
 
-        batch = unpack_pixels(batch, self.size)
         return to_table(self.runner(batch), self.schema, len(self.passthrough))

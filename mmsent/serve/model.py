@@ -18,7 +18,6 @@ from ray import serve
 
 from ..config import ServeBatchCfg
 from ..predictor import ModelRunner
-from ..preprocess import unpack_pixels
 from .metrics import ModelMetrics
 
 BACKPRESSURE = {"status_code": 503, "retry_after_s": 1}
@@ -42,7 +41,6 @@ def concat(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 class SentimentModel:
     def __init__(self, model_dir: str | None = None):
         self.runner = ModelRunner(model_dir)  # loads the checkpoint once per replica
-        self.size = self.runner.cfg.image.image_size if self.runner.cfg.image else 0
         self.meta = self.runner.meta
         self.batching = ServeBatchCfg()
         self.metrics = ModelMetrics()
@@ -57,12 +55,9 @@ class SentimentModel:
         self.stats.update(batches=0, posts=0, largest_batch=0)  # counts since this config
 
     async def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Preprocessed posts of one request (`pack_pixels`) -> output columns; long ones go in slices."""
-        batch, n, size = (
-            unpack_pixels(batch, self.size),
-            num_rows(batch),
-            self.batching.max_batch_size,
-        )
+        """Preprocessed posts of one request (`pack_pixels`: rows stay packed until the runner
+        unpacks the merged batch) -> output columns; long ones go in slices."""
+        n, size = num_rows(batch), self.batching.max_batch_size
         parts = [{k: v[i : i + size] for k, v in batch.items()} for i in range(0, n, size)]
         return concat(await asyncio.gather(*(self._batched(p) for p in parts)))
 
