@@ -13,6 +13,13 @@ ratio shows what serving costs the model stage; the proxy, the ingress and the c
 rest. The bare model is measured before and after the served runs (the mean is the reference).
 Ray runs its workers at niceness 15 (RAY_worker_niceness); this script lowers itself to the same,
 so that on a shared machine the bare model, the client and the replicas compete on equal terms.
+
+Two ingress paths, each on its own local Ray (a child process: Serve reads these settings at
+import): `proxy`, Serve's default (client -> Python proxy actor -> ingress replica, which pulls the
+body from the proxy by actor calls), and `direct`, the data path of Serve's high-throughput mode
+(RAY_SERVE_ENABLE_DIRECT_INGRESS=1: the ingress replica serves HTTP on its own port, which HAProxy
+mode routes to and the client here calls; RAY_SERVE_USE_GRPC_BY_DEFAULT=1: handle calls to the
+model replica go over gRPC instead of Ray actor calls).
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import base64
 import json
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from urllib.request import urlopen
 
 import numpy as np
@@ -89,7 +98,18 @@ async def load(url: str, bodies: list[bytes], concurrency: int, seconds: float) 
             "errors": errors}  # fmt: skip
 
 
-def serve_rates(args, posts: dict) -> dict:
+def serve_rates(args, posts: dict, ingress: str) -> dict:
+    """(batching, kind, concurrency) -> load figures, on a fresh local Ray in a child process."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as child:
+        return child.submit(_serve_rates, args, posts, ingress).result()
+
+
+def _serve_rates(args, posts: dict, ingress: str) -> dict:
+    first_port = _free_port() if ingress == "direct" else None
+    if first_port:  # before Ray and Serve are imported: they read it at import
+        os.environ.update(RAY_SERVE_ENABLE_DIRECT_INGRESS="1", RAY_SERVE_USE_GRPC_BY_DEFAULT="1",
+                          RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT=str(first_port),
+                          RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT=str(first_port + 100))  # fmt: skip
     import ray
     from ray import serve
 
@@ -97,8 +117,8 @@ def serve_rates(args, posts: dict) -> dict:
     from mmsent.serve.app import compose
 
     ray.init(num_cpus=args.threads + 1, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    proxy_port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": proxy_port})
     bodies = {kind: [_body(p) for p in items] for kind, items in posts.items()}
     results = {}
     for batching, user_config in (("on", {"max_batch_size": args.batch_size, "batch_wait_timeout_s": args.wait_ms / 1000}),
@@ -111,9 +131,10 @@ def serve_rates(args, posts: dict) -> dict:
         }
         app = compose(ServeCfg(model_dir=args.model), model_options)
         serve.run(app, name="bench", route_prefix="/")
-        replica = json.load(urlopen(f"http://127.0.0.1:{port}/v1/model"))["batching"]["replica"]
-        print(f"batching {batching}: model replica on {replica['device']}, torch threads "
-              f"{replica['torch_threads']}", flush=True)  # fmt: skip
+        port = _replica_port(first_port, user_config) if first_port else proxy_port
+        replica = _card(port)["batching"]["replica"]
+        print(f"ingress {ingress} (port {port}), batching {batching}: model replica on "
+              f"{replica['device']}, torch threads {replica['torch_threads']}", flush=True)  # fmt: skip
         for kind in posts:
             for c in args.concurrency:
                 results[batching, kind, c] = asyncio.run(
@@ -122,6 +143,22 @@ def serve_rates(args, posts: dict) -> dict:
     serve.shutdown()
     ray.shutdown()
     return results
+
+
+def _card(port: int) -> dict:
+    return json.load(urlopen(f"http://127.0.0.1:{port}/v1/model", timeout=10))
+
+
+def _replica_port(first: int, user_config: dict) -> int:
+    """The direct-ingress port of the ingress replica that serves this user_config (Serve hands
+    out ports from `first` on; a replaced replica may still hold one while it drains)."""
+    for port in range(first, first + 100):
+        try:
+            if _card(port)["batching"]["max_batch_size"] == user_config["max_batch_size"]:
+                return port
+        except OSError:
+            continue
+    raise RuntimeError(f"no ingress replica answers on ports {first}-{first + 99}")
 
 
 def _body(post: dict) -> bytes:
@@ -146,32 +183,36 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=8, help="max_batch_size, batching on")
     ap.add_argument("--wait-ms", type=float, default=10.0, help="batch wait, batching on")
     ap.add_argument("--posts", type=int, default=256)
+    ap.add_argument("--ingress", default="proxy,direct", help="ingress paths: proxy, direct")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="torch threads of the bare model and of the model replica")  # fmt: skip
     args = ap.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    ingresses = args.ingress.split(",")
     import torch
 
     torch.set_num_threads(args.threads)
     os.nice(max(0, 15 - os.nice(0)))  # Ray's worker niceness, see the docstring
     posts, sizes = load_posts(args.posts), (1, args.batch_size)
     before = bare_rates(args.model, posts, sizes, args.seconds)
-    served = serve_rates(args, posts)
+    served = {ingress: serve_rates(args, posts, ingress) for ingress in ingresses}
     after = bare_rates(args.model, posts, sizes, args.seconds)
     bare = {k: (before[k] + after[k]) / 2 for k in before}
     print(f"cores: {os.cpu_count()}, torch threads (bare and replica): {args.threads}, posts: "
           f"{args.posts}, {args.seconds:g} s per figure, batching on = max_batch_size "
           f"{args.batch_size}, wait {args.wait_ms:g} ms")  # fmt: skip
-    print(f"{'posts':11s} {'batching':8s} {'conc':>4s} {'req/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'errors':>6s}")  # fmt: skip
-    for (batching, kind, c), r in served.items():
-        print(f"{kind:11s} {batching:8s} {c:4d} {r['rps']:7.1f} {r['p50']:7.0f} {r['p99']:7.0f} {r['errors']:6d}")  # fmt: skip
+    print(f"{'ingress':7s} {'posts':11s} {'batching':8s} {'conc':>4s} {'req/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'errors':>6s}")  # fmt: skip
+    for ingress, figures in served.items():
+        for (batching, kind, c), r in figures.items():
+            print(f"{ingress:7s} {kind:11s} {batching:8s} {c:4d} {r['rps']:7.1f} {r['p50']:7.0f} {r['p99']:7.0f} {r['errors']:6d}")  # fmt: skip
     top, bs = max(args.concurrency), args.batch_size
     for kind in posts:
-        on, off = served["on", kind, top]["rps"], served["off", kind, top]["rps"]
         print(f"{kind:11s} bare model: {bare[kind, 1]:.1f} posts/s one by one, {bare[kind, bs]:.1f} in "
               f"batches of {bs} (mean of before {before[kind, bs]:.1f} and after {after[kind, bs]:.1f})")  # fmt: skip
-        print(f"{kind:11s} at c={top}: batched/bare(batches) {on / bare[kind, bs]:.2f}x, "
-              f"unbatched/bare(one by one) {off / bare[kind, 1]:.2f}x, batched/unbatched {on / off:.2f}x")  # fmt: skip
+        for ingress, figures in served.items():
+            on, off = figures["on", kind, top]["rps"], figures["off", kind, top]["rps"]
+            print(f"{kind:11s} {ingress} ingress at c={top}: batched/bare(batches) {on / bare[kind, bs]:.2f}x, "
+                  f"unbatched/bare(one by one) {off / bare[kind, 1]:.2f}x, batched/unbatched {on / off:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

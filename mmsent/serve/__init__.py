@@ -6,6 +6,6 @@ deployment (`SentimentModel`) through a DeploymentHandle. Importing this package
 
 Modules: `app` (builder, args model, `mmsent serve`), `ingress` and `model` (the deployments),
 `api` (routes, errors, limits), `inputs` (request -> posts -> model inputs), `schemas` (wire
-models), `metrics`.
+models), `metrics`, `loopback` (local Serve listens on 127.0.0.1 only).
 See docs/serving.md.
 """

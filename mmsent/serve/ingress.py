@@ -23,6 +23,7 @@ from ..config import ModelCfg, ServeCfg, from_dict
 from ..models.checkpoint import read_meta
 from ..preprocess import Preprocessor, pack_pixels
 from .inputs import Post, RequestError, load_images, preprocess
+from .loopback import keep_replica_grpc_on_loopback
 from .metrics import IngressMetrics
 from .model import BACKPRESSURE
 
@@ -34,6 +35,7 @@ logger = logging.getLogger("ray.serve")
 @serve.ingress()  # the FastAPI app is built per replica by __serve_build_asgi_app__
 class SentimentAPI:
     def __init__(self, model: DeploymentHandle, cfg: ServeCfg):
+        keep_replica_grpc_on_loopback()
         self.model, self.cfg = model, cfg
         model_cfg = from_dict(ModelCfg, read_meta(cfg.model_dir)["model"])
         self.labels, self.modalities = model_cfg.labels, model_cfg.modalities()

@@ -18,6 +18,7 @@ from ray import serve
 
 from ..config import ServeBatchCfg
 from ..predictor import ModelRunner
+from .loopback import keep_replica_grpc_on_loopback
 from .metrics import ModelMetrics
 
 BACKPRESSURE = {"status_code": 503, "retry_after_s": 1}
@@ -40,6 +41,7 @@ def concat(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
                   ray_actor_options={"num_cpus": 1})  # fmt: skip
 class SentimentModel:
     def __init__(self, model_dir: str | None = None):
+        keep_replica_grpc_on_loopback()
         self.runner = ModelRunner(model_dir)  # loads the checkpoint once per replica
         self.meta = self.runner.meta
         self.batching = ServeBatchCfg()
