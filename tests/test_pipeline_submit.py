@@ -39,7 +39,21 @@ def free_ports(n: int) -> list[int]:
 @pytest.fixture()
 def head(tmp_path):
     """A one-node cluster; `ray start --block` ties its processes to this one child, so ending
-    it ends them (kernel fate sharing) without touching anyone else's Ray."""
+    it ends them (kernel fate sharing) without touching anyone else's Ray. On a slow machine the
+    raylet can give up waiting for the dashboard agent and abort the start after the dashboard
+    already answered (seen once in CI): a start that dies before the node is up is retried once."""
+    for attempt in (1, 2):
+        proc, url, env, log = _start_head(tmp_path / f"head-{attempt}.log")
+        try:
+            if _node_up(proc, url, env):
+                yield url, env
+                return
+            assert attempt == 1, (tmp_path / f"head-{attempt}.log").read_text()[-5000:]
+        finally:
+            _stop(proc, log)
+
+
+def _start_head(log_path: Path):
     gcs, dash, client, agent, agent_grpc, env_agent, metrics, node, obj = free_ports(9)
     temp = tempfile.mkdtemp(prefix="mmh", dir="/tmp")  # short: Ray's socket paths
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
@@ -55,26 +69,34 @@ def head(tmp_path):
            f"--metrics-export-port={metrics}", f"--node-manager-port={node}",
            f"--object-manager-port={obj}", f"--temp-dir={temp}", "--num-cpus=2", "--num-gpus=0",
            "--disable-usage-stats"]  # fmt: skip
-    log = open(tmp_path / "head.log", "wb")  # noqa: SIM115 - closed below
+    log = open(log_path, "wb")  # noqa: SIM115 - closed by _stop
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
-    url = f"http://127.0.0.1:{dash}"
+    return proc, f"http://127.0.0.1:{dash}", env, log
+
+
+def _node_up(proc, url: str, env: dict) -> bool:
+    """True once the dashboard answers and the GCS lists a live node; False if the start died."""
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if _answers(url + "/api/version"):
+            status = subprocess.run([RAY, "list", "nodes", "--address", url, "--filter",
+                                     "state=ALIVE"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+            if status.returncode == 0 and "ALIVE" in status.stdout and proc.poll() is None:
+                return True
+        time.sleep(1)
+    assert proc.poll() is not None, "the head did not come up within 180 s"
+    return False
+
+
+def _stop(proc, log) -> None:
+    ours = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+    proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its own processes
     try:
-        deadline = time.time() + 120
-        while not _answers(url + "/api/version"):
-            assert proc.poll() is None and time.time() < deadline, (
-                tmp_path / "head.log"
-            ).read_text()
-            time.sleep(0.5)
-        yield url, env
-    finally:
-        ours = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its own processes
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # its processes die with it (fate sharing), the list below catches any
-        kill(ours)  # anything that outlived it is still ours
-        log.close()
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # its processes die with it (fate sharing), the list below catches any
+    kill(ours)  # anything that outlived it is still ours
+    log.close()
 
 
 def _answers(url: str) -> bool:
