@@ -244,17 +244,10 @@ def test_ray_and_serve_listen_on_loopback_only(api):
     """Every socket that this session's Ray processes (GCS, raylet, workers, the Serve proxy and
     replicas with their inter-deployment gRPC servers: mmsent.serve.loopback) listen on is on
     127.0.0.0/8."""
-    import ipaddress
-
     import psutil
 
     ours = {p.pid for p in psutil.Process().children(recursive=True)} | {psutil.Process().pid}
     listening = [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.pid in ours]  # fmt: skip
     replicas = {p.pid for p in psutil.process_iter(["cmdline"]) if "ServeReplica" in " ".join(p.info["cmdline"] or [])}  # fmt: skip
     assert replicas & {c.pid for c in listening}, "no listening Serve replica found"
-
-    def loopback(ip: str) -> bool:
-        addr = ipaddress.ip_address(ip)
-        return (getattr(addr, "ipv4_mapped", None) or addr).is_loopback
-
-    assert [(c.laddr, c.pid) for c in listening if not loopback(c.laddr.ip)] == []
+    assert [(c.laddr, c.pid) for c in listening if not netguard.is_loopback(c.laddr.ip)] == []
