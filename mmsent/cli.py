@@ -41,7 +41,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     from .io.fetch import fetch
     from .predictor import Predictor
 
-    image, status = fetch(args.image, FetchCfg()) if args.image else (None, None)
+    image, status, _ = fetch(args.image, FetchCfg()) if args.image else (None, None, None)
     [result] = Predictor(args.model).predict(
         [{"text": args.text, "image": image, "image_status": None if image is not None else status}]
     )

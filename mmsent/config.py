@@ -56,8 +56,13 @@ class FusionCfg:
 @dataclass
 class PreprocessCfg:
     max_image_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 50_000_000  # decoded width x height; guards against decompression bombs
+    # pixels decoded (width x height; a JPEG after reduced-scale decoding): decompression bombs
+    max_image_pixels: int = 50_000_000
     max_text_chars: int = 20_000
+    # the only formats handed to Pillow's parsers (JPEG includes MPO, many phones' JPEGs)
+    image_formats: list[str] = field(
+        default_factory=lambda: ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"]
+    )
 
 
 @dataclass

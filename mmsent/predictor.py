@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import schema as S
+from .boundary import concat_columns, describe, isolate, take
 from .models.checkpoint import load, read_meta
 from .preprocess import MODEL_KEYS, Preprocessor, to_tensors, unpack_pixels
 
@@ -34,13 +35,37 @@ class ModelRunner:
         self.meta = read_meta(model_dir)
         self.image_size = self.cfg.image.image_size if self.cfg.image else 0
 
-    @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Preprocessed batch (pixels dense or `pack_pixels`ed) -> its non-model columns plus the
-        prediction columns."""
+        prediction columns. The error boundary: a batch that fails is tried once more, then in
+        halves; a post that fails alone gets internal_error and the others their scores."""
+        n = len(batch["text_status"])
+
+        def work(lo: int, hi: int) -> dict[str, np.ndarray]:
+            return self._forward(take(batch, lo, hi))
+
+        def failed(lo: int, hi: int, exc: Exception) -> dict[str, np.ndarray]:
+            return self.failed(take(batch, lo, hi), describe(exc))
+
+        return isolate(work, n, concat_columns, failed, retries=1)
+
+    def failed(self, batch: dict[str, np.ndarray], detail: str) -> dict[str, np.ndarray]:
+        """The output of posts the model could not score: no prediction, internal_error."""
+        n = len(batch["text_status"])
+        unused = {k: v for k, v in batch.items() if k not in INTERNAL_COLUMNS}  # e.g. bad pixels
+        unused.update({f"has_{m}": np.zeros(n, dtype=bool) for m in self.modalities})
+        out = self._forward(unused)  # nothing usable: the model does not run
+        out["error"] = np.full(n, S.INTERNAL_ERROR, dtype=object)
+        out["error_detail"] = np.full(n, detail, dtype=object)
+        out["modalities"] = np.full(n, "", dtype=object)
+        return out
+
+    @torch.inference_mode()
+    def _forward(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = unpack_pixels(batch, self.image_size)
         n = len(batch["text_status"])
         out = {k: v for k, v in batch.items() if k not in INTERNAL_COLUMNS}
+        out.setdefault("error_detail", np.full(n, None, dtype=object))
         labels = self.cfg.labels
         probs = np.full((n, len(labels)), np.nan, dtype=np.float32)
         weights = np.full((n, len(self.modalities)), np.nan, dtype=np.float32)

@@ -13,8 +13,11 @@ which keeps the arrays Ray moves between stages four times smaller than float32.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import threading
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,12 +27,16 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import schema as S
+from .boundary import concat_columns, describe, isolate
 from .config import ModelCfg, PreprocessCfg
 
 if TYPE_CHECKING:  # torch only where a model runs: a decode worker stays ~250 MB lighter
     import torch
 
-IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+IMAGE_SIGNATURES = {"JPEG": (b"\xff\xd8\xff",), "PNG": (b"\x89PNG",), "GIF": (b"GIF8",),
+                    "WEBP": (b"RIFF",), "BMP": (b"BM",), "TIFF": (b"II*\x00", b"MM\x00*"),
+                    "ICO": (b"\x00\x00\x01\x00",), "PSD": (b"8BPS",), "JPEG2000": (b"\x00\x00\x00\x0cjP",),
+                    "EPS": (b"%!PS", b"\xc5\xd0\xd3\xc6"), "PDF": (b"%PDF",)}  # fmt: skip
 MODEL_KEYS = ("input_ids", "attention_mask", "has_text", "pixels", "has_image")
 
 
@@ -65,9 +72,19 @@ def load_tokenizer(pretrained: str):
 
 
 class Preprocessor:
-    def __init__(self, cfg: ModelCfg):
+    """`decode_slots`: a semaphore held while one image decodes (Serve bounds concurrent decodes per
+    replica with it, image by image, so a request of many big images cannot hold them all)."""
+
+    def __init__(self, cfg: ModelCfg, decode_slots: threading.Semaphore | None = None):
         self.cfg = cfg
+        Image.init()
+        unknown = sorted(set(cfg.preprocess.image_formats) - set(Image.OPEN))
+        if unknown:
+            raise ValueError(f"preprocess.image_formats: Pillow cannot open {unknown}")
         self.tokenizer = load_tokenizer(cfg.text.pretrained) if cfg.text is not None else None
+        self.decode_slots = decode_slots or contextlib.nullcontext()
+        # tokens of an empty text ([CLS] [SEP]): a text with no more than these carries nothing
+        self.bare = len(self.tokenizer("")["input_ids"]) if self.tokenizer is not None else 0
 
     def __call__(
         self,
@@ -75,10 +92,25 @@ class Preprocessor:
         images: Sequence[bytes | None] | None = None,
         image_status: Sequence[str | None] | None = None,
     ) -> dict[str, np.ndarray]:
-        """`image_status`: a fetch error already known for a row (its image bytes are then None)."""
+        """`image_status`: a fetch error already known for a row (its image bytes are then None).
+        Rows go through the error boundary: one that raises gets internal_error, the rest are fine."""
         n = len(texts)
         images = images if images is not None else [None] * n
         known = image_status if image_status is not None else [None] * n
+
+        def work(lo: int, hi: int) -> dict[str, np.ndarray]:
+            return self._batch(texts[lo:hi], images[lo:hi], known[lo:hi])
+
+        def failed(lo: int, hi: int, exc: Exception) -> dict[str, np.ndarray]:
+            out = self._batch([None] * (hi - lo), [None] * (hi - lo), [None] * (hi - lo))
+            out["text_status"][:] = S.INTERNAL_ERROR
+            out["error_detail"][:] = describe(exc)
+            return out
+
+        return isolate(work, n, concat_columns, failed)
+
+    def _batch(self, texts, images, known) -> dict[str, np.ndarray]:
+        n = len(texts)
         out: dict[str, np.ndarray] = {}
         clean, text_status = (
             zip(*(clean_text(t, self.cfg.preprocess) for t in texts), strict=True)
@@ -87,6 +119,8 @@ class Preprocessor:
         )
         if self.cfg.text is not None:
             out.update(self.tokenize(list(clean), list(text_status)))
+            text_status = [S.EMPTY_TEXT if s == S.OK and not has else s
+                           for s, has in zip(text_status, out["has_text"], strict=True)]  # fmt: skip
         else:
             text_status = [S.UNUSED if s == S.OK else s for s in text_status]
         out["text_status"] = np.array(text_status, dtype=object)
@@ -97,24 +131,27 @@ class Preprocessor:
             status = []
             for i, (data, prior) in enumerate(zip(images, known, strict=True)):
                 # only a known fetch error replaces decoding; "ok" or None means: decode the bytes
-                known_error = S.is_error(prior)
-                arr, st = (
-                    (None, prior) if known_error else decode_image(data, size, self.cfg.preprocess)
-                )
+                if S.is_error(prior):
+                    arr, st = None, prior
+                else:
+                    with self.decode_slots:
+                        arr, st = decode_image(data, size, self.cfg.preprocess)
                 if arr is not None:
                     pixels[i] = arr
                 status.append(st)
             out["pixels"] = pixels
-            out["has_image"] = np.array([s == S.OK for s in status])
+            out["has_image"] = np.array([s == S.OK for s in status], dtype=bool)
         else:
             status = [
                 p or (S.MISSING if d is None else S.UNUSED)
                 for d, p in zip(images, known, strict=True)
             ]
         out["image_status"] = np.array(status, dtype=object)
+        out["error_detail"] = np.full(n, None, dtype=object)
         return out
 
     def tokenize(self, texts: list[str | None], status: list[str]) -> dict[str, np.ndarray]:
+        """Token windows; a text whose windows hold nothing but special tokens has no text."""
         tc = self.cfg.text
         n, C, L = len(texts), tc.max_chunks, tc.max_length
         ids = np.zeros((n, C, L), dtype=np.int32)
@@ -132,6 +169,7 @@ class Preprocessor:
                     ids[i, chunks[i]] = enc["input_ids"][window]
                     mask[i, chunks[i]] = enc["attention_mask"][window]
                     chunks[i] += 1
+        chunks[mask[:, 0].sum(-1) <= self.bare] = 0  # e.g. only characters the tokenizer drops
         return {
             "input_ids": ids,
             "attention_mask": mask,
@@ -155,7 +193,13 @@ def clean_text(value: Any, cfg: PreprocessCfg) -> tuple[str | None, str]:
     except UnicodeEncodeError:
         return None, S.TEXT_NOT_UTF8
     value = value.replace("\x00", "").strip()[: cfg.max_text_chars]
-    return (value, S.OK) if value else (None, S.EMPTY_TEXT)
+    return (value, S.OK) if visible(value) else (None, S.EMPTY_TEXT)
+
+
+def visible(text: str) -> bool:
+    """Any character that is not a control, format or separator one (zero-width spaces, BOMs,
+    direction marks and control bytes alone are no text)."""
+    return any(unicodedata.category(c)[0] not in "CZ" for c in text)
 
 
 def decode_image(
@@ -171,11 +215,13 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # bomb and corrupt-EXIF warnings: statuses say it
-            im = Image.open(io.BytesIO(data))
+            # only the allowed formats' parsers ever see the bytes (less attack surface)
+            im = Image.open(io.BytesIO(data), formats=cfg.image_formats)
+            if im.format in ("JPEG", "MPO"):  # an MPO is a JPEG with more frames
+                im.draft("RGB", (size, size))  # decode at a reduced scale (>= size): ~5x faster
+            # the pixels that will be decoded (after draft): what decoding costs, time and memory
             if im.width * im.height > cfg.max_image_pixels:
                 return None, S.IMAGE_TOO_LARGE
-            if im.format == "JPEG":
-                im.draft("RGB", (size, size))  # decode at a reduced scale (>= size): ~5x faster
             im = to_rgb(ImageOps.exif_transpose(im))
             w, h = im.size
             side = min(w, h)
@@ -184,12 +230,21 @@ def decode_image(
             return np.asarray(im, dtype=np.uint8), S.OK
     except Image.DecompressionBombError:
         return None, S.IMAGE_TOO_LARGE
-    except UnidentifiedImageError:  # an image format's signature with a broken body is corrupt
-        return None, S.IMAGE_DECODE_ERROR if data.startswith(IMAGE_SIGNATURES) else S.NOT_AN_IMAGE
+    except UnidentifiedImageError:
+        return None, unidentified(data, cfg)
     except OSError as e:
         return None, S.IMAGE_TRUNCATED if "truncated" in str(e).lower() else S.IMAGE_DECODE_ERROR
     except Exception:  # noqa: BLE001 - any decoder failure is a row error, never a batch crash
         return None, S.IMAGE_DECODE_ERROR
+
+
+def unidentified(data: bytes, cfg: PreprocessCfg) -> str:
+    """Why Pillow could not open `data`: an allowed format's signature with a broken body is
+    corrupt; another image format's is not allowed; anything else is not an image."""
+    for fmt, signatures in IMAGE_SIGNATURES.items():
+        if data.startswith(signatures) and (fmt != "WEBP" or data[8:12] == b"WEBP"):
+            return S.IMAGE_DECODE_ERROR if fmt in cfg.image_formats else S.IMAGE_FORMAT_UNSUPPORTED
+    return S.NOT_AN_IMAGE
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -24,7 +24,8 @@ TEXT_INVALID = "text_invalid"  # not a string (e.g. a number or a list in a JSON
 # Image errors: reading the bytes.
 IMAGE_EMPTY = "image_empty"  # zero bytes
 IMAGE_BYTES_TOO_LARGE = "image_bytes_too_large"
-NOT_AN_IMAGE = "not_an_image"  # bytes are not a format Pillow knows (HTML, text, ...)
+NOT_AN_IMAGE = "not_an_image"  # bytes are not an image format that is allowed (HTML, text, ...)
+IMAGE_FORMAT_UNSUPPORTED = "image_format_unsupported"  # an image format not in image_formats
 IMAGE_TOO_LARGE = "image_too_large"  # decoded pixel count over the limit (decompression bomb)
 IMAGE_TRUNCATED = "image_truncated"
 IMAGE_DECODE_ERROR = "image_decode_error"
@@ -34,12 +35,18 @@ IMAGE_NOT_FOUND = "image_not_found"  # 404 / no such key / no such file
 IMAGE_FETCH_TIMEOUT = "image_fetch_timeout"
 IMAGE_FETCH_ERROR = "image_fetch_error"  # other HTTP / network / permission errors, after retries
 IMAGE_URL_INVALID = "image_url_invalid"  # unsupported scheme or malformed URL
-IMAGE_URL_FORBIDDEN = "image_url_forbidden"  # refused by the SSRF guard
+IMAGE_URL_FORBIDDEN = "image_url_forbidden"  # SSRF guard, or a relative path out of the dump
+IMAGE_NOT_A_FILE = "image_not_a_file"  # a local path that is a device, FIFO, socket or folder
 
 # Row errors.
 NO_USABLE_INPUT = "no_usable_input"  # neither modality could be used: no prediction
 MISSING_COLUMN = "missing_column"
 INVALID_RECORD = "invalid_record"  # a dump line that is not a JSON object, or a malformed CSV row
+RECORD_TOO_LARGE = "record_too_large"  # a line, CSV record or field over the reader's cap
+INPUT_READ_ERROR = (
+    "input_read_error"  # the rest of a file cannot be read (corrupt compression, ...)
+)
+INTERNAL_ERROR = "internal_error"  # anything else one row raised; `error_detail` names it
 
 # Request errors of the HTTP API (mmsent.serve): the `error.code` of a 4xx/5xx JSON body.
 MALFORMED_REQUEST = "malformed_request"  # 422: not JSON, wrong fields or types
@@ -48,9 +55,12 @@ BODY_TOO_LARGE = "body_too_large"  # 413
 IMAGE_BASE64_INVALID = "image_base64_invalid"  # 422
 INVALID_POSTS = "invalid_posts"  # 422/413: unusable inputs; `details` has per-post codes
 UNAUTHORIZED = "unauthorized"  # 401
+REQUEST_IMAGES_TOO_LARGE = (
+    "request_images_too_large"  # 413: image bytes of one request over the cap
+)
 OVERLOADED = "overloaded"  # 503/429: over max_queued_requests, retry later
 NOT_FOUND = "not_found"  # 404 / 405
-INTERNAL_ERROR = "internal_error"  # 500, logged server-side, never a stack trace in the body
+# INTERNAL_ERROR (above) is also a post's code in a 422's `details`; a bare 500 only for a server fault
 
 NOT_ERRORS = {OK, MISSING, UNUSED}
 

@@ -29,19 +29,19 @@ FAST = FetchCfg(timeout_s=0.5, retries=1, backoff_s=0.01)
 
 
 def test_http_statuses(server, photo):
-    assert fetch(server.url("img/chelsea"), FAST) == (photo, S.OK)
-    assert fetch(server.url("404/chelsea"), FAST) == (None, S.IMAGE_NOT_FOUND)
-    assert fetch(server.url("slow/chelsea"), FAST) == (None, S.IMAGE_FETCH_TIMEOUT)
+    assert fetch(server.url("img/chelsea"), FAST) == (photo, S.OK, None)
+    assert fetch(server.url("404/chelsea"), FAST) == (None, S.IMAGE_NOT_FOUND, None)
+    assert fetch(server.url("slow/chelsea"), FAST) == (None, S.IMAGE_FETCH_TIMEOUT, None)
     assert server.hits["/slow/chelsea"] == 2  # a timeout is transient: retried once
     assert fetch(server.url("404/x"), FAST)[1] == S.IMAGE_NOT_FOUND
     assert server.hits["/404/x"] == 1  # a 404 is not retried
 
 
 def test_retry_after_transient_error(server, photo):
-    assert fetch(server.url("flaky/chelsea"), FAST) == (photo, S.OK)
+    assert fetch(server.url("flaky/chelsea"), FAST) == (photo, S.OK, None)
     assert server.hits["/flaky/chelsea"] == 2
     no_retry = FetchCfg(timeout_s=0.5, retries=0)
-    assert fetch(server.url("flaky/chelsea?again"), no_retry) == (None, S.IMAGE_FETCH_ERROR)
+    assert fetch(server.url("flaky/chelsea?again"), no_retry) == (None, S.IMAGE_FETCH_ERROR, None)
 
 
 def test_bytes_that_are_not_images_are_fetched_then_judged_by_preprocessing(server):
@@ -51,7 +51,7 @@ def test_bytes_that_are_not_images_are_fetched_then_judged_by_preprocessing(serv
 
     codes = {}
     for route in ("corrupt", "zero", "html", "truncated/chelsea"):
-        data, status = fetch(server.url(route), FAST)
+        data, status, _ = fetch(server.url(route), FAST)
         assert status == S.OK
         codes[route] = decode_image(data, 64, PreprocessCfg())[1]
     assert codes == {"corrupt": S.IMAGE_DECODE_ERROR, "zero": S.IMAGE_EMPTY,
@@ -60,14 +60,14 @@ def test_bytes_that_are_not_images_are_fetched_then_judged_by_preprocessing(serv
 
 def test_byte_cap(server, photo):
     small = FetchCfg(timeout_s=1.0, retries=0, max_bytes=len(photo) - 1)
-    assert fetch(server.url("img/chelsea"), small) == (None, S.IMAGE_BYTES_TOO_LARGE)
+    assert fetch(server.url("img/chelsea"), small) == (None, S.IMAGE_BYTES_TOO_LARGE, None)
 
 
 def test_fetch_many_keeps_order_and_bounds_concurrency(server, photo):
     urls = [server.url(f"pause/chelsea?{i}") for i in range(9)] + [server.url("404/a"), None]
-    data, status = fetch_many(urls, FetchCfg(timeout_s=2.0, concurrency=3))
-    assert status == [S.OK] * 9 + [S.IMAGE_NOT_FOUND, S.MISSING]
-    assert data[:9] == [photo] * 9
+    data, status, _ = zip(*fetch_many(urls, FetchCfg(timeout_s=2.0, concurrency=3)), strict=True)
+    assert list(status) == [S.OK] * 9 + [S.IMAGE_NOT_FOUND, S.MISSING]
+    assert list(data[:9]) == [photo] * 9
     assert server.max_in_flight <= 3
 
 
@@ -83,9 +83,9 @@ def test_s3(s3_server, photo):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="fetch-test")
     s3.put_object(Bucket="fetch-test", Key="a b/cat.jpg", Body=photo)
-    assert fetch("s3://fetch-test/a%20b/cat.jpg", FAST) == (photo, S.OK)
-    assert fetch("s3://fetch-test/a b/cat.jpg", FAST) == (photo, S.OK)
-    assert fetch("s3://fetch-test/nope.jpg", FAST) == (None, S.IMAGE_NOT_FOUND)
+    assert fetch("s3://fetch-test/a%20b/cat.jpg", FAST) == (photo, S.OK, None)
+    assert fetch("s3://fetch-test/a b/cat.jpg", FAST) == (photo, S.OK, None)
+    assert fetch("s3://fetch-test/nope.jpg", FAST) == (None, S.IMAGE_NOT_FOUND, None)
     assert fetch("s3://no-such-bucket/cat.jpg", FAST)[1] == S.IMAGE_NOT_FOUND
     small = FetchCfg(max_bytes=100)
-    assert fetch("s3://fetch-test/a b/cat.jpg", small) == (None, S.IMAGE_BYTES_TOO_LARGE)
+    assert fetch("s3://fetch-test/a b/cat.jpg", small) == (None, S.IMAGE_BYTES_TOO_LARGE, None)

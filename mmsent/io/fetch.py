@@ -1,8 +1,8 @@
 """Fetch image bytes by URL with timeouts, retries with backoff, a byte cap and, for serving, an
 SSRF guard. Failures are status codes (mmsent.schema), never exceptions.
 
-    data, status = fetch("s3://bucket/img.jpg", FetchCfg())
-    datas, statuses = fetch_many(urls, FetchCfg(concurrency=16))
+    data, status, detail = fetch("s3://bucket/img.jpg", FetchCfg())   # a Fetched tuple
+    results = fetch_many(urls, FetchCfg(concurrency=16))              # [Fetched], in order
 
 S3 endpoint, keys and region come from the usual AWS settings (AWS_ENDPOINT_URL, ...), so MinIO,
 moto and AWS all work. With `block_private_networks`, a host is resolved first, every address is
@@ -20,11 +20,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote, urljoin, urlsplit
 
 import urllib3
 
 from .. import schema as S
+from ..boundary import describe
 from ..config import FetchCfg
 
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
@@ -37,40 +39,55 @@ class FetchFailure(Exception):
         self.status, self.transient = status, transient
 
 
-def fetch(url: str | None, cfg: FetchCfg) -> tuple[bytes | None, str]:
+class Fetched(NamedTuple):
+    data: bytes | None
+    status: str  # mmsent.schema code: ok, missing or an image error
+    detail: str | None = None  # what an internal_error was (boundary.describe)
+
+
+def fetch(url: str | None, cfg: FetchCfg) -> Fetched:
+    """Never raises: whatever a URL does becomes its status (the error boundary of fetching)."""
+    try:
+        return _fetch(url, cfg)
+    except ValueError:  # urlsplit and friends on a malformed URL (e.g. "http://[::1/x")
+        return Fetched(None, S.IMAGE_URL_INVALID)
+    except Exception as e:  # noqa: BLE001 - the boundary: one URL never fails a batch
+        return Fetched(None, S.INTERNAL_ERROR, describe(e))
+
+
+def _fetch(url: str | None, cfg: FetchCfg) -> Fetched:
     if (
         url is None
         or (isinstance(url, float) and url != url)
         or (isinstance(url, str) and not url.strip())
     ):
-        return None, S.MISSING
+        return Fetched(None, S.MISSING)
     if not isinstance(url, str):
-        return None, S.IMAGE_URL_INVALID
+        return Fetched(None, S.IMAGE_URL_INVALID)
     url = url.strip()
     scheme = urlsplit(url).scheme.lower() if "://" in url else "file"
     if scheme not in cfg.schemes:
-        return None, S.IMAGE_URL_INVALID
+        return Fetched(None, S.IMAGE_URL_INVALID)
     reader = {"s3": _read_s3, "http": _read_http, "https": _read_http, "file": _read_file}[scheme]
     delay = cfg.backoff_s
     for attempt in range(cfg.retries + 1):
         try:
-            return reader(url, cfg), S.OK
+            return Fetched(reader(url, cfg), S.OK)
         except FetchFailure as e:
             if not e.transient or attempt == cfg.retries:
-                return None, e.status
+                return Fetched(None, e.status)
         time.sleep(delay * (0.5 + random.random()))
         delay *= 2
     raise AssertionError("unreachable")
 
 
-def fetch_many(urls, cfg: FetchCfg) -> tuple[list[bytes | None], list[str]]:
+def fetch_many(urls, cfg: FetchCfg) -> list[Fetched]:
     """Fetch a batch with at most `cfg.concurrency` requests in flight; results in input order."""
     urls = list(urls)
     if not urls:
-        return [], []
+        return []
     with ThreadPoolExecutor(max_workers=max(1, min(cfg.concurrency, len(urls)))) as pool:
-        results = list(pool.map(lambda u: fetch(u, cfg), urls))
-    return [r[0] for r in results], [r[1] for r in results]
+        return list(pool.map(lambda u: fetch(u, cfg), urls))
 
 
 def _read_file(url: str, cfg: FetchCfg) -> bytes:

@@ -2,7 +2,8 @@
 columns and types whatever its rows hold (a block of nulls does not become a `null` column).
 
 id | label | score_<label>... | confidence | modalities | weight_<modality>... | text_status |
-image_status | error | model_name | model_version | input_file | input_row | pass-through...
+image_status | error | error_detail | model_name | model_version | input_file | input_row |
+pass-through...   (error_detail: what an internal_error or unreadable record was, else null)
 
 Scores, confidence and weights are null (not NaN) where there is no prediction.
 """
@@ -26,7 +27,7 @@ def output_fields(cfg: ModelCfg) -> list[tuple[str, pa.DataType]]:
         + [(f"score_{lab}", f32) for lab in cfg.labels]
         + [("confidence", f32), ("modalities", text)]
         + [(f"weight_{m}", f32) for m in cfg.modalities()]
-        + [("text_status", text), ("image_status", text), ("error", text)]
+        + [("text_status", text), ("image_status", text), ("error", text), ("error_detail", text)]
         + [("model_name", text), ("model_version", text)]
         + [("input_file", text), ("input_row", pa.int64())]
     )
@@ -47,12 +48,17 @@ def to_table(out: dict[str, np.ndarray], schema: pa.Schema, n_extra: int) -> pa.
     out["error"] = np.array(
         [r or e for r, e in zip(record_errors, out["error"], strict=True)], dtype=object
     )
+    details = out.get("error_detail", np.full(len(out["error"]), None, dtype=object))
+    out["error_detail"] = np.array(
+        [d if isinstance(d, str) else None for d in details], dtype=object
+    )
     extras = [pickle.loads(b) for b in out.pop("passthrough")]
     fixed = schema.names[: len(schema) - n_extra]
     arrays = [_arrow(out[name], schema.field(name).type, nan_is_null=True) for name in fixed]
-    for j in range(n_extra):
+    for j in range(n_extra):  # a row that failed before its record was read has no extras
         field = schema.field(len(fixed) + j)
-        arrays.append(_arrow([e[j] for e in extras], field.type, nan_is_null=False))
+        values = [e[j] if j < len(e) else None for e in extras]
+        arrays.append(_arrow(values, field.type, nan_is_null=False))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import schema as S
+from ..boundary import concat_columns, describe, isolate, take
 from ..config import FetchCfg, ModelCfg, to_dict
 from ..io.fetch import fetch_many
 from ..preprocess import Preprocessor, pack_pixels
@@ -57,32 +58,69 @@ def _block(uri: str, rows: list[int], blobs: list[bytes]) -> dict[str, np.ndarra
 def preprocess(
     batch: dict[str, np.ndarray], *, model_cfg: ModelCfg, fetch_cfg: FetchCfg
 ) -> dict[str, np.ndarray]:
-    """Fetch images (fetch_many: bounded concurrency, retries, byte cap), then THE preprocessing."""
+    """Fetch images (fetch_many: bounded concurrency, retries, byte cap), then THE preprocessing.
+    Inside the error boundary: a row that makes this raise is that row's internal_error."""
+    pre = _preprocessor(model_cfg)
+
+    def work(lo: int, hi: int) -> dict[str, np.ndarray]:
+        return _preprocess(take(batch, lo, hi), pre, model_cfg, fetch_cfg)
+
+    def failed(lo: int, hi: int, exc: Exception) -> dict[str, np.ndarray]:
+        out = pack_pixels(pre([None] * (hi - lo)))
+        out["record_error"] = np.full(hi - lo, S.INTERNAL_ERROR, dtype=object)
+        out["error_detail"][:] = describe(exc)
+        ids, extras = zip(*map(_id_and_extras, batch["record"][lo:hi]), strict=True)
+        out["id"] = np.array(ids, dtype=object)
+        out["passthrough"] = np.array([pickle.dumps(e, protocol=5) for e in extras], dtype=object)
+        out["input_file"], out["input_row"] = batch["input_file"][lo:hi], batch["input_row"][lo:hi]
+        return out
+
+    return isolate(work, len(batch["input_row"]), concat_columns, failed)
+
+
+def _id_and_extras(blob: bytes) -> tuple:
+    """What a failed row keeps of its record, if that much reads (else: no id, null columns)."""
+    try:
+        rid, _, _, _, extras = pickle.loads(blob)
+        return rid, extras
+    except Exception:  # noqa: BLE001 - the record itself may be what failed
+        return None, ()
+
+
+def _preprocess(batch, pre, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> dict[str, np.ndarray]:
     ids, texts, images, errors, extras = zip(*map(pickle.loads, batch["record"]), strict=True)
-    data, known = _image_bytes(list(images), model_cfg, fetch_cfg)
-    out = pack_pixels(_preprocessor(model_cfg)(list(texts), data, known))
+    data, known, details = _image_bytes(list(images), model_cfg, fetch_cfg)
+    out = pack_pixels(pre(list(texts), data, known))
     out["id"] = np.array(ids, dtype=object)
     out["record_error"] = np.array(errors, dtype=object)
+    out["error_detail"] = np.array(
+        [f or p for f, p in zip(details, out["error_detail"], strict=True)], dtype=object
+    )
     out["passthrough"] = np.array([pickle.dumps(e, protocol=5) for e in extras], dtype=object)
     out["input_file"], out["input_row"] = batch["input_file"], batch["input_row"]
     return out
 
 
-def _image_bytes(refs: list, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> tuple[list, list]:
-    """Per row: image bytes (inline bytes as they are, references fetched) and fetch errors."""
+def _image_bytes(refs: list, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> tuple[list, list, list]:
+    """Per row: image bytes (inline bytes as they are, references fetched), fetch errors and their
+    details."""
     n = len(refs)
+    details: list[str | None] = [None] * n
     if model_cfg.image is None:  # not fetched; a post that has an image reads "unused"
-        return [b"" if _present(v) else None for v in refs], [None] * n
+        return [b"" if _present(v) else None for v in refs], [None] * n, details
     data: list[bytes | None] = [None] * n
     known: list[str | None] = [None] * n
     urls = [i for i, v in enumerate(refs) if not isinstance(v, bytes | bytearray)]
-    got, status = fetch_many([refs[i] for i in urls], fetch_cfg)
-    for i, d, s in zip(urls, got, status, strict=True):
-        data[i], known[i] = d, None if s == S.OK else s
+    for i, got in zip(urls, fetch_many([refs[i] for i in urls], fetch_cfg), strict=True):
+        data[i], known[i], details[i] = (
+            got.data,
+            None if got.status == S.OK else got.status,
+            got.detail,
+        )
     for i, v in enumerate(refs):
         if isinstance(v, bytes | bytearray):
             data[i] = bytes(v)
-    return data, known
+    return data, known, details
 
 
 def _present(v: Any) -> bool:

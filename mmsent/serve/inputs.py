@@ -144,8 +144,8 @@ def load_images(posts: list[Post], cfg: FetchCfg) -> tuple[list[bytes | None], l
     todo = [i for i, p in enumerate(posts) if p.image_url is not None]
     if todo:
         urls = [posts[i].image_url for i in todo]
-        for i, data, status in zip(todo, *fetch_many(urls, cfg), strict=True):
-            images[i], known[i] = (data, None) if status == S.OK else (None, status)
+        for i, got in zip(todo, fetch_many(urls, cfg), strict=True):
+            images[i], known[i] = (got.data, None) if got.status == S.OK else (None, got.status)
     return images, known
 
 

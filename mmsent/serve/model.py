@@ -16,6 +16,7 @@ import torch
 from pydantic import TypeAdapter
 from ray import serve
 
+from ..boundary import concat_columns
 from ..config import ServeBatchCfg
 from ..predictor import ModelRunner
 from .loopback import keep_replica_grpc_on_loopback
@@ -30,10 +31,6 @@ def num_rows(batch: dict[str, np.ndarray]) -> int:
 
 def total_rows(batches: list[dict[str, np.ndarray]]) -> int:
     return sum(num_rows(b) for b in batches)
-
-
-def concat(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
 @serve.deployment(max_ongoing_requests=64, max_queued_requests=256, backpressure_config=BACKPRESSURE,
@@ -61,13 +58,13 @@ class SentimentModel:
         unpacks the merged batch) -> output columns; long ones go in slices."""
         n, size = num_rows(batch), self.batching.max_batch_size
         parts = [{k: v[i : i + size] for k, v in batch.items()} for i in range(0, n, size)]
-        return concat(await asyncio.gather(*(self._batched(p) for p in parts)))
+        return concat_columns(await asyncio.gather(*(self._batched(p) for p in parts)))
 
     # An item is one request's posts; batch_size_fn counts posts, so a batch holds at most
     # max_batch_size posts whatever the mix of single and list requests.
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=total_rows)
     async def _batched(self, items: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        merged, start = concat(items), time.perf_counter()
+        merged, start = concat_columns(items), time.perf_counter()
         # On this (user-code) event loop, not in a thread: a forward pass in a thread holds the GIL
         # for most of its small ops, starving the loop that takes in requests, so batches stayed
         # ~2 posts at concurrency 32 (bench/serve.py). Blocked, the replica's own loop keeps

@@ -172,8 +172,7 @@ def fetch_images(
         return dict(Counter(posts.image_status))
     for start in range(0, len(posts), chunk):
         refs = posts.image_refs[start : start + chunk]
-        datas, statuses = fetch_many(refs, fetch_cfg)
-        for j, (data, status) in enumerate(zip(datas, statuses, strict=True)):
+        for j, (data, status, _) in enumerate(fetch_many(refs, fetch_cfg)):
             if status == S.OK:  # decode once now: a bad image then costs nothing per epoch
                 _, status = decode_image(data, model_cfg.image.image_size, model_cfg.preprocess)
             posts.images[start + j] = data if status == S.OK else None
