@@ -83,17 +83,29 @@ class ModelCfg:
 
 @dataclass
 class FetchCfg:
-    timeout_s: float = 10.0  # per attempt: connect and each read
+    """Image fetching (mmsent.io.fetch): every fetch ends within `deadline_s`, whatever the host."""
+
+    timeout_s: float = 10.0  # each socket operation (connect, each read), clipped to the deadline
     retries: int = 2  # extra attempts on transient errors (timeouts, 429, 5xx, resets)
     backoff_s: float = 0.5  # doubled after every attempt, with jitter
-    max_bytes: int = 20 * 1024 * 1024
+    max_bytes: int = 20 * 1024 * 1024  # decoded body bytes (a gzip bomb stops here)
     concurrency: int = 16  # parallel fetches per batch
     schemes: list[str] = field(default_factory=lambda: ["s3", "http", "https", "file"])
     block_private_networks: bool = False  # SSRF guard: refuse loopback/private/link-local targets
     max_redirects: int = 3
     # CIDRs the SSRF guard lets through (e.g. an in-cluster image store)
     allow_networks: list[str] = field(default_factory=list)
-    deadline_s: float | None = None  # whole body download per attempt (None: no limit)
+    # one fetch in all: DNS, connect, headers, body, every retry and backoff; a host that trickles
+    # bytes is cut off here (None: no overall limit, only timeout_s per operation; not advised)
+    deadline_s: float | None = 30.0
+
+    def __post_init__(self):
+        if self.timeout_s <= 0 or (self.deadline_s is not None and self.deadline_s <= 0):
+            raise ValueError("fetch: timeout_s and deadline_s must be positive")
+        if self.retries < 0 or self.max_redirects < 0 or self.max_bytes < 0:
+            raise ValueError("fetch: retries, max_redirects and max_bytes must be >= 0")
+        if self.concurrency < 1:
+            raise ValueError("fetch: concurrency must be >= 1")
 
 
 @dataclass
@@ -105,7 +117,7 @@ class ServeFetchCfg(FetchCfg):
     concurrency: int = 8
     schemes: list[str] = field(default_factory=lambda: ["http", "https"])  # "s3" may be added
     block_private_networks: bool = True
-    deadline_s: float | None = 10.0  # a server that trickles bytes cannot hold a request longer
+    deadline_s: float | None = 10.0  # a slow image host cannot hold a request longer
 
 
 @dataclass
@@ -119,14 +131,26 @@ class ServeCfg:
     max_posts: int = 32  # posts in one request (more: 422)
     max_body_bytes: int = 16 * 1024 * 1024  # request body (more: 413)
     max_image_bytes: int = 8 * 1024 * 1024  # one image: uploaded, base64 or fetched (more: 413)
-    auth_token_env: str | None = "MMSENT_API_TOKEN"  # env var with the bearer token; unset: no auth
+    # all image bytes of one request (uploaded, base64, fetched; fetches stop at it): more is 413
+    max_request_image_bytes: int = 32 * 1024 * 1024
+    # pixels decoded per image (the lower of this and the checkpoint's preprocess cap; more: 413):
+    # refused before decoding (the size is in the header); a 7000x7000 PNG takes ~0.7 s to decode
+    max_image_pixels: int = 16_000_000
+    decode_slots: int = 2  # images decoded at once per ingress replica, across all its requests
+    health_cache_s: float = 1.0  # /healthz answers from a model ping at most this old
+    # env var with the bearer token; unset: no auth; set but empty: the replica refuses to start
+    auth_token_env: str | None = "MMSENT_API_TOKEN"
     fetch: ServeFetchCfg = field(default_factory=ServeFetchCfg)
 
     def __post_init__(self):
         if "file" in self.fetch.schemes:
             raise ValueError("fetch.schemes: 'file' would let clients read the server's files")
-        if min(self.max_posts, self.max_body_bytes, self.max_image_bytes) < 1:
-            raise ValueError("max_posts, max_body_bytes and max_image_bytes must be positive")
+        sizes = ("max_posts", "max_body_bytes", "max_image_bytes", "max_request_image_bytes",
+                 "max_image_pixels", "decode_slots")  # fmt: skip
+        if min(getattr(self, k) for k in sizes) < 1 or self.health_cache_s < 0:
+            raise ValueError(f"{', '.join(sizes)} must be positive, health_cache_s >= 0")
+        if self.max_request_image_bytes < self.max_image_bytes:
+            raise ValueError("max_request_image_bytes must be >= max_image_bytes")
         for net in self.fetch.allow_networks:
             ipaddress.ip_network(net, strict=False)  # ValueError names a malformed CIDR
 
@@ -173,6 +197,23 @@ class TrainCfg:
 
 
 @dataclass
+class ReadCfg:
+    """Reading dumps (mmsent.io.dumps), for bulk scoring (`read`) and training (`data.read`)."""
+
+    # one JSONL line, CSV record or Parquet row's string/binary cells (more: record_too_large);
+    # above preprocess.max_image_bytes, so an inline image gets the image's own code
+    max_record_bytes: int = 32 * 1024 * 1024
+    max_record_lines: int = 1000  # physical lines of one CSV record (quoted newlines)
+    max_json_array_bytes: int = 64 * 1024 * 1024  # a .json file holding one array is parsed whole
+    # relative image paths may leave the input file's folder (else: image_url_forbidden)
+    images_outside_input_dir: bool = False
+
+    def __post_init__(self):
+        if min(self.max_record_bytes, self.max_record_lines, self.max_json_array_bytes) < 1:
+            raise ValueError("read: max_record_bytes, max_record_lines, max_json_array_bytes >= 1")
+
+
+@dataclass
 class DataCfg:
     """Labelled posts: JSONL, Parquet or CSV (a file or a folder of them), local or s3://."""
 
@@ -196,6 +237,7 @@ class DataCfg:
     split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train / val / test
     split_seed: int = 0
     limit: int = 0  # read at most this many rows per file (0: all)
+    read: ReadCfg = field(default_factory=ReadCfg)  # caps, relative image paths
 
 
 @dataclass
@@ -217,7 +259,8 @@ class TrainRunCfg:
 class ScoreColumnsCfg:
     id: str = "id"
     text: str = "text"
-    image: str = "image_url"  # URL or path (relative: to the input file's folder), or image bytes
+    # URL or path (relative: to the input file's folder, and inside it; see ReadCfg), or bytes
+    image: str = "image_url"
     passthrough: list[str] | None = None  # copied to the output; None: all other columns
 
 
@@ -228,9 +271,14 @@ class ScoreCfg:
     model_dir: str | None = None  # checkpoint directory (None: the shipped default model)
     format: str = "auto"  # jsonl | csv | parquet | auto (from each file's extension)
     columns: ScoreColumnsCfg = field(default_factory=ScoreColumnsCfg)
+    read: ReadCfg = field(default_factory=ReadCfg)  # caps, relative image paths
     fetch: FetchCfg = field(default_factory=FetchCfg)
     read_num_cpus: float = 0.0  # readers only split lines: holding a CPU would starve the others
-    preprocess_batch_size: int = 32  # rows per CPU task (fetch + decode + tokenize)
+    # the fetch stage's actors: they reserve no CPU (they wait on the network); 0: fetch in the
+    # decode tasks (then a slow image host holds a decode task's CPU)
+    fetch_actors: int = 1
+    fetch_blocks_in_flight: int = 16  # blocks each fetch actor works on at once (threads)
+    preprocess_batch_size: int = 32  # rows per CPU task (decode + tokenize)
     preprocess_num_cpus: float = 1.0
     preprocess_max_tasks: int | None = None  # concurrent CPU tasks (None: as many as CPUs allow)
     preprocess_memory_mb: int = 512  # Ray memory reserved per CPU task: caps tasks per node
@@ -241,6 +289,9 @@ class ScoreCfg:
     model_num_gpus: float = 0.0  # per actor; fractional shares a GPU (0.5: two actors per GPU)
     model_torch_threads: int = 0  # 0: torch's default (Ray sets it to the actor's num_cpus)
     write_num_cpus: float = 0.0
+    # retries of a task or model batch whose process died (killed, out of memory): a node lost
+    # mid-task is retried, a batch that keeps killing its worker ends the job instead of looping
+    task_retries: int = 5
     object_store_mb: float | None = None  # MiB of blocks between stages (None: Ray's default)
     max_rows_per_file: int = 100_000  # Parquet rows per output file (a hard cap)
     verify: bool = True  # re-count the input at the end: the summary reports missing/duplicates

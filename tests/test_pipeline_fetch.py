@@ -1,14 +1,18 @@
 """mmsent.io.fetch as bulk scoring uses it, against real servers on 127.0.0.1: an HTTP server with
-404s, slow, flaky, corrupt, zero-byte and HTML responses, and moto's S3 server."""
+404s, slow, flaky, corrupt, zero-byte and HTML responses, a keep-alive server, and moto's S3
+server. Hostile hosts and paths: tests/test_fetch_hostile.py."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import boto3
 import pytest
 from pipeline_support import ImageServer
+from serve_helpers import WebServer, connect_attempts
 
 from mmsent import schema as S
-from mmsent.config import FetchCfg
+from mmsent.config import FetchCfg, ServeFetchCfg
 from mmsent.io.fetch import fetch, fetch_many
 
 
@@ -69,6 +73,24 @@ def test_fetch_many_keeps_order_and_bounds_concurrency(server, photo):
     assert list(status) == [S.OK] * 9 + [S.IMAGE_NOT_FOUND, S.MISSING]
     assert list(data[:9]) == [photo] * 9
     assert server.max_in_flight <= 3
+
+
+def test_connections_to_one_host_are_kept_alive_with_or_without_the_ssrf_guard():
+    """Bulk scoring from one CDN: one path for guarded and unguarded fetches, and connections
+    pooled per (scheme, address, port): a batch does not pay a connection per image."""
+    srv = WebServer("127.0.0.2", {"a.jpg": b"image bytes"})  # HTTP/1.1, keep-alive
+    guarded = ServeFetchCfg(timeout_s=2.0, retries=0, allow_networks=["127.0.0.2/32"])
+    try:
+        for cfg in (FetchCfg(timeout_s=2.0, retries=0), guarded):
+            with connect_attempts() as attempts:
+                got = fetch_many(
+                    [srv.url("/img/a.jpg")] * 12, dataclasses.replace(cfg, concurrency=3)
+                )
+            assert got == [(b"image bytes", S.OK, None)] * 12
+            assert len(attempts) <= 3  # at most one connection per thread; the guarded run reuses
+        assert len(srv.hits) == 24
+    finally:
+        srv.close()
 
 
 def test_bad_urls():

@@ -148,8 +148,10 @@ def test_actor_killed_mid_job_every_row_once(ray_local, photos, tmp_path):
                                               for i in range(4)])  # fmt: skip
         out = tmp_path / "out"
         result = {}
-        # a fetch timeout longer than the gate: the gated rows wait for it, the job cannot end
-        cfg = small_cfg(max_rows_per_file=4, model_batch_size=4, fetch=FetchCfg(timeout_s=150))
+        # a fetch deadline longer than the gate: the gated rows wait for it, the job cannot end
+        cfg = small_cfg(
+            max_rows_per_file=4, model_batch_size=4, fetch=FetchCfg(timeout_s=150, deadline_s=150)
+        )
         job = threading.Thread(
             target=lambda: result.update(run(str(tmp_path / "in"), str(out), cfg))
         )
@@ -187,10 +189,17 @@ def test_stages_that_hold_every_cpu_still_finish(ray_local, tmp_path):
     assert result["rows"] == 8 and result["missing"] == result["duplicates"] == 0
 
 
-def test_a_cap_smaller_than_one_block_still_streams_every_row(ray_local, photos, tmp_path):
+def test_a_cap_smaller_than_one_block_still_streams_every_row(
+    ray_local, photos, tmp_path, monkeypatch
+):
     """object_store_mb bounds the blocks in flight between stages (decoding may not run ahead of
     the model); a cap below one block's size must slow the job down, never stall it."""
     import ray.data
+    from ray.data._internal.execution.streaming_executor_state import IdleDetector
+
+    # Under such a cap Ray lets one block through each stage per idle-detection interval (10 s):
+    # a shorter interval tests the same path in a tenth of the time.
+    monkeypatch.setattr(IdleDetector, "DETECTION_INTERVAL_S", 1.0)
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in/cat.jpg").write_bytes(photos["chelsea"])

@@ -1,8 +1,10 @@
 """A scoring job killed mid-way (driver, local Ray and all, SIGKILL) and re-run on the same output
-finishes the rest: every row once, the first run's files kept, a cut-short file redone."""
+finishes the rest: every row once, the first run's files kept, a cut-short file redone. The
+re-run takes over the killed job's lease at once (its pid is gone) and releases it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -66,6 +68,7 @@ def test_killed_job_rerun_finishes_the_rest_without_duplicates(ray_local, tmp_pa
             os.killpg(first.pid, signal.SIGKILL)
             kill(ours)
             first.wait()
+        assert (out / "_lease.json").exists()  # the killed job's: its pid is gone, taken over
         kept = {f.name: pq.read_metadata(f).num_rows for f in complete_files(out)}
         # a write the kill cut short: no footer
         data = (out / next(iter(kept))).read_bytes()
@@ -81,3 +84,6 @@ def test_killed_job_rerun_finishes_the_rest_without_duplicates(ray_local, tmp_pa
     assert summary["rows_this_run"] == 20 - summary["rows_before"]
     assert summary["cut_short_files_removed"] >= 1  # ours, and any the kill cut short
     assert summary["missing"] == summary["duplicates"] == 0
+    assert not (out / "_lease.json").exists()  # released
+    job = json.loads((out / "_job.json").read_text())
+    assert sorted(job["inputs"]) == [str(tmp_path / "in/a.jsonl"), str(tmp_path / "in/b.jsonl")]

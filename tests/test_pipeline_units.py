@@ -37,11 +37,12 @@ def test_jsonl_rows_keys_and_bad_lines(tmp_path):
         {"id": 7, "text": None, "extra": {"k": [1]}},
     ])  # fmt: skip
     plan, rows = rows_of(path)
-    assert [n for n, _ in rows] == [0, 3, 4, 5, 6]  # line numbers: stable keys
+    assert [n for n, *_ in rows] == [0, 3, 4, 5, 6]  # line numbers: stable keys
     assert rows[1][1] is None and rows[2][1] is None
+    assert [i.error for i in rows[1:3]] == [S.INVALID_RECORD] * 2 and "not an object" in rows[2][3]
     assert [p[:2] for p in plan.passthrough] == [("label", "input_label"), ("n", "n"),
                                                   ("extra", "extra")]  # fmt: skip
-    ids = [to_row(r, plan, "/base") for _, r in rows]
+    ids = [to_row(r, plan, "/base") for _, r, *_ in rows]
     assert [i[0] for i in ids] == ["a", None, None, "b", "7"]
     assert [i[3] for i in ids] == [None, S.INVALID_RECORD, S.INVALID_RECORD, None, None]
     assert ids[4][4] == (None, None, '{"k": [1]}')  # JSON values as JSON text
@@ -60,9 +61,11 @@ def test_csv_quoted_newlines_short_rows_gzip(tmp_path):
         gzip.compress(b'\xef\xbb\xbfid,text,image_url,lang\n1,"two\nlines",,en\n\n2,short\n3\n')
     )
     plan, rows = rows_of(path)
-    assert [n for n, _ in rows] == [0, 1, 2]
-    assert rows[0][1] == {"id": "1", "text": "two\nlines", "image_url": "", "lang": "en"}
-    assert [to_row(r, plan, "/b")[3] for _, r in rows] == [None, None, S.MISSING_COLUMN]
+    # keys are first physical lines, as in JSONL (the header is line 0); empty cells are null
+    # (both changed with the one reader of mmsent.io.dumps: record numbers and "" before)
+    assert [n for n, *_ in rows] == [1, 4, 5]
+    assert rows[0][1] == {"id": "1", "text": "two\nlines", "image_url": None, "lang": "en"}
+    assert [to_row(r, plan, "/b")[3] for _, r, *_ in rows] == [None, None, S.MISSING_COLUMN]
     assert [p[0] for p in plan.passthrough] == ["lang"]
 
 
@@ -74,7 +77,7 @@ def test_parquet_types_survive(tmp_path):
     plan, rows = rows_of(tmp_path / "d.parquet")
     assert dict((p[1], p[2]) for p in plan.passthrough) == {
         "likes": pa.int64(), "tags": pa.list_(pa.string())}  # fmt: skip
-    r0, r1 = (to_row(r, plan, "/b") for _, r in rows)
+    r0, r1 = (to_row(r, plan, "/b") for _, r, *_ in rows)
     assert r0[0] == str(big) and r0[4] == (big, ["a"]) and r0[3] is None
     assert r1[3] == S.MISSING_COLUMN  # null id
 

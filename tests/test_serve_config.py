@@ -39,6 +39,8 @@ def test_default_config_is_valid_for_serve_and_for_the_app():
     [({"args": {"max_postz": 3}}, "max_postz"),
      ({"args": {"fetch": {"schemes": ["http", "file"]}}}, "file"),
      ({"args": {"fetch": {"allow_networks": ["10.0.0.0/33"]}}}, "10.0.0.0/33"),
+     ({"args": {"max_request_image_bytes": 1024}}, "max_request_image_bytes must be >="),
+     ({"args": {"decode_slots": 0}}, "decode_slots"),
      ({"deployments": [{"name": "SentimentModel", "user_config": {"max_batch": 8}}]}, "max_batch"),
      ({"deployments": [{"name": "Model"}]}, "unknown deployment"),
      ({"deployments": [{"name": "SentimentModel", "num_replicas": -1}]}, "num_replicas")],
@@ -87,6 +89,9 @@ def deployed(ray_local, tmp_path_factory):
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
     while not _healthy(url) and time.monotonic() < deadline:
         time.sleep(1)
+    # health checks began before the model was up (some were cancelled by their client's
+    # timeout): /healthz must recover, not stay stuck on a ping that went with them
+    assert _healthy(url), "the app did not become healthy"
     yield url, tmp, port, model_dir
     serve.shutdown()
 
@@ -134,3 +139,21 @@ def test_past_max_queued_requests_the_api_answers_503_with_retry_after(deployed)
         if r.status_code == 503:
             assert r.headers["Retry-After"] == "1"
             assert r.json()["error"]["code"] == S.OVERLOADED
+
+
+def test_a_health_check_whose_client_gives_up_does_not_wedge_healthz(deployed):
+    """The model is busy (2 ongoing requests, each batch waits 1 s), so a health check's ping
+    waits for a slot, and that check's client gives up. The ping is shared by every check
+    (single flight): /healthz answers 200 again once the model has a slot, instead of waiting
+    forever on a ping that Serve cancelled with its first client."""
+    url = deployed[0]
+    time.sleep(1.5)  # past health_cache_s: the next check pings
+    with ThreadPoolExecutor(2) as pool:
+        post = {"json": {"text": "busy"}, "timeout": 60}
+        busy = [pool.submit(requests.post, f"{url}/v1/sentiment", **post) for _ in range(2)]
+        time.sleep(0.3)
+        with pytest.raises(requests.Timeout):
+            requests.get(f"{url}/healthz", timeout=0.3)
+        assert [f.result().status_code for f in busy] == [200, 200]
+    time.sleep(1.5)
+    assert requests.get(f"{url}/healthz", timeout=10).status_code == 200

@@ -70,8 +70,9 @@ def test_redirects_to_forbidden_hosts_are_refused_before_connecting(servers):
         results = [fetch(url, cfg()) for url in urls]
     assert results == [(None, S.IMAGE_URL_FORBIDDEN, None)] * len(urls)
     assert target.hits == []
-    assert {h for h, _ in attempts} == {"127.0.0.2"}  # the first hop only, one per URL
-    assert len(allowed.hits) - before == len(urls) == len(attempts)
+    assert {h for h, _ in attempts} <= {"127.0.0.2"}  # the first hop only
+    assert len(allowed.hits) - before == len(urls)
+    assert len(attempts) <= 1  # one kept-alive connection served every first hop
 
 
 def test_allow_listed_host_and_redirects_within_it_are_fetched(servers):

@@ -6,7 +6,8 @@ The graph (streaming: blocks flow through all stages at once, memory stays bound
 
     from_items(one unit per input file)
       -> read_unit      tasks, read_num_cpus          rows not yet written, blocks of B rows
-      -> preprocess     tasks, preprocess_num_cpus    fetch_many + Preprocessor -> numpy batch
+      -> FetchStage     actors, no CPU, many blocks at once: image bytes (when the model reads them)
+      -> preprocess     tasks, preprocess_num_cpus    Preprocessor (decode, tokenize) -> numpy batch
       -> ModelStage     ActorPoolStrategy(min, max), model_num_cpus / model_num_gpus
       -> write_parquet  OUTPUT/*.parquet, at most max_rows_per_file rows each
 """
@@ -21,11 +22,11 @@ from pathlib import Path
 from .. import __version__
 from ..config import ModelCfg, ScoreCfg, from_dict, to_dict
 from ..models.checkpoint import read_meta
-from . import ray_compat, resume
+from . import lease, ray_compat, resume
 from .files import filesystem, to_uri
 from .output import output_fields
 from .readers import Plan, make_plan
-from .stages import ModelStage, preprocess, read_unit
+from .stages import FetchStage, ModelStage, preprocess, read_unit
 from .summary import account
 
 
@@ -41,18 +42,38 @@ def build_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg, model_cfg: Model
                              override_num_blocks=len(units))  # fmt: skip
     ds = ds.map_batches(read_unit, batch_size=1, batch_format="numpy",
                         fn_kwargs={"plan": plan, "block_rows": cfg.preprocess_batch_size},
-                        **ray_compat.cpu_stage(cfg.read_num_cpus))  # fmt: skip
+                        **ray_compat.cpu_stage(cfg.read_num_cpus, retries=cfg.task_retries))  # fmt: skip
     ds = ray_compat.blocks_of(ds, cfg.preprocess_batch_size)  # one CPU task per block
+    if model_cfg.image is not None and cfg.fetch_actors:  # a slow host holds no decode CPU
+        ds = ds.map_batches(FetchStage, batch_size=cfg.preprocess_batch_size, batch_format="numpy",
+                            fn_constructor_args=(model_cfg, cfg.fetch),
+                            **ray_compat.io_actor_stage(cfg.fetch_actors, cfg.fetch_blocks_in_flight,
+                                                        cfg.task_retries))  # fmt: skip
     ds = ds.map_batches(preprocess, batch_size=cfg.preprocess_batch_size, batch_format="numpy",
                         fn_kwargs={"model_cfg": model_cfg, "fetch_cfg": cfg.fetch},
                         # >= 1 MiB reserved: keeps this stage out of the model actors
                         **ray_compat.cpu_stage(cfg.preprocess_num_cpus, cfg.preprocess_max_tasks,
-                                               max(1, cfg.preprocess_memory_mb)))  # fmt: skip
+                                               max(1, cfg.preprocess_memory_mb),
+                                               cfg.task_retries))  # fmt: skip
     return ds.map_batches(ModelStage, batch_size=cfg.model_batch_size, batch_format="numpy",
                           fn_constructor_args=(cfg.model_dir, cfg.model_torch_threads,
                                                plan.passthrough),
                           **ray_compat.actor_stage(cfg.model_min_actors, cfg.model_max_actors,
-                                                   cfg.model_num_cpus, cfg.model_num_gpus))  # fmt: skip
+                                                   cfg.model_num_cpus, cfg.model_num_gpus,
+                                                   cfg.task_retries))  # fmt: skip
+
+
+def job_manifest(input_spec: str, plan: Plan, cfg: ScoreCfg, model_cfg: ModelCfg) -> dict:
+    """What `_job.json` records: a resume checks the first four and the fingerprints."""
+    return {
+        "input": to_uri(*filesystem(input_spec)).rstrip("/"),
+        "model": {"name": model_cfg.name, "version": model_cfg.version},
+        "columns": to_dict(cfg.columns),
+        "inputs": resume.fingerprint_inputs(plan.files),
+        "checkpoint": resume.fingerprint_checkpoint(cfg.model_dir),
+        "mmsent_version": __version__,
+        "config": to_dict(cfg),
+    }
 
 
 def run(
@@ -64,23 +85,18 @@ def run(
     model_cfg = model_config(cfg.model_dir)
     plan = make_plan(input_spec, cfg, reserved={name for name, _ in output_fields(model_cfg)})
     output = to_uri(*filesystem(output))
-    manifest = {
-        "input": to_uri(*filesystem(input_spec)).rstrip("/"),
-        "model": {"name": model_cfg.name, "version": model_cfg.version},
-        "columns": to_dict(cfg.columns),
-        "mmsent_version": __version__,
-        "config": to_dict(cfg),
-    }
-    cut_short = resume.prepare(output, manifest, overwrite)
-    done = resume.read_keys(output)
-    rows_before = sum(len(v) for v in done.values())
-    units = [{"file": f, "skip": resume.to_ranges(done.get(f, []))} for f in plan.files]
+    manifest = job_manifest(input_spec, plan, cfg, model_cfg)
+    with lease.hold(output):  # one job at a time on OUTPUT, before anything there is touched
+        cut_short = resume.prepare(output, manifest, overwrite)
+        done = resume.read_keys(output)
+        rows_before = sum(len(v) for v in done.values())
+        units = [{"file": f, "skip": resume.to_ranges(done.get(f, []))} for f in plan.files]
 
-    where = ray_compat.connect(address)
-    ds = build_dataset(plan, units, cfg, model_cfg)
-    executed = time.time()
-    ds.write_parquet(output, **ray_compat.write_args(cfg.write_num_cpus, cfg.max_rows_per_file))
-    return account(
-        plan, output, cfg, manifest, started=started, pipeline_s=time.time() - executed,
-        rows_before=rows_before, cut_short=cut_short, ray=where,
-    )  # fmt: skip
+        where = ray_compat.connect(address)
+        ds = build_dataset(plan, units, cfg, model_cfg)
+        executed = time.time()
+        ds.write_parquet(output, **ray_compat.write_args(cfg.write_num_cpus, cfg.max_rows_per_file))
+        return account(
+            plan, output, cfg, manifest, started=started, pipeline_s=time.time() - executed,
+            rows_before=rows_before, cut_short=cut_short, ray=where,
+        )  # fmt: skip

@@ -1,7 +1,8 @@
 """The Ray-version-sensitive calls of bulk scoring, in one place (written against Ray 2.60).
 
-ds.map_batches(fn, **cpu_stage(num_cpus=1, max_tasks=None, memory_mb=512))
-ds.map_batches(Cls, **actor_stage(min_size=1, max_size=2, num_cpus=1, num_gpus=0.5))
+ds.map_batches(fn, **cpu_stage(num_cpus=1, max_tasks=None, memory_mb=512, retries=5))
+ds.map_batches(Cls, **actor_stage(min_size=1, max_size=2, num_cpus=1, num_gpus=0.5, retries=5))
+ds.map_batches(Cls, **io_actor_stage(size=1, calls=16))   # network-bound: no CPU, threads
 ds = blocks_of(ds, 32)          # stream a generator UDF's output in blocks of 32 rows
 ds.write_parquet(path, **write_args(num_cpus=0, max_rows_per_file=100_000))
 limit_object_store(512)  # MiB of blocks in flight between stages
@@ -14,14 +15,17 @@ import os
 from typing import Any
 
 
-def cpu_stage(num_cpus: float, max_tasks: int | None = None, memory_mb: int = 0) -> dict:
+def cpu_stage(
+    num_cpus: float, max_tasks: int | None = None, memory_mb: int = 0, retries: int = -1
+) -> dict:
     """Resources of a task stage. A stage with a memory reservation is never fused into the actor
     stage after it: Ray fuses a task stage into an actor stage when their remote args are equal
     (operator_fusion.are_remote_args_compatible), which would run preprocessing inside the model
-    actors, one batch at a time, instead of beside them."""
+    actors, one batch at a time, instead of beside them. `retries`: of a task whose worker died
+    (Ray Data's default, -1, retries forever: a job would never end)."""
     import ray.data
 
-    args: dict[str, Any] = {"num_cpus": num_cpus}
+    args: dict[str, Any] = {"num_cpus": num_cpus, "max_retries": retries}
     if max_tasks:
         args["compute"] = ray.data.TaskPoolStrategy(size=max_tasks)
     if memory_mb:
@@ -29,16 +33,33 @@ def cpu_stage(num_cpus: float, max_tasks: int | None = None, memory_mb: int = 0)
     return args
 
 
-def actor_stage(min_size: int, max_size: int, num_cpus: float, num_gpus: float) -> dict:
+def actor_stage(
+    min_size: int, max_size: int, num_cpus: float, num_gpus: float, retries: int = -1
+) -> dict:
+    """An actor pool; a dead actor is restarted (always), the batch it held is retried `retries`
+    times (Ray Data's default retries it forever)."""
     import ray.data
 
     args: dict[str, Any] = {
         "compute": ray.data.ActorPoolStrategy(min_size=min_size, max_size=max_size),
         "num_cpus": num_cpus,
+        "max_restarts": -1,
+        "max_task_retries": retries,
     }
     if num_gpus:  # never ask for 0 GPUs explicitly; > 0 on a GPU-less cluster waits forever
         args["num_gpus"] = num_gpus
     return args
+
+
+def io_actor_stage(size: int, calls: int, retries: int = -1) -> dict:
+    """A pool of `size` actors that reserve no CPU, each running up to `calls` batches at once in
+    threads: for work that waits on the network (the UDF must be thread-safe)."""
+    import ray.data
+
+    strategy = ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=calls,
+                                          max_concurrent_calls_per_actor=calls,
+                                          enable_true_multi_threading=True)  # fmt: skip
+    return {"compute": strategy, "num_cpus": 0, "max_restarts": -1, "max_task_retries": retries}
 
 
 def blocks_of(ds, rows: int):

@@ -1,8 +1,9 @@
-"""One input record -> the values the stages carry: id, raw text, image reference, record error,
-pass-through values. Text and image stay raw (the one preprocessing path judges them); ids and
-pass-through values are made writable (Parquet needs valid UTF-8 and one type per column).
+"""One input row (a dumps.Item) -> the Row the stages carry: id, raw text, image reference, record
+error, pass-through values, and what reading already knows (the error's detail, an image status).
+Text and image stay raw (the one preprocessing path judges them); ids and pass-through values are
+made writable (Parquet needs valid UTF-8 and one type per column).
 
-    blob = encode(record, plan, base="s3://bucket/dump")  # pickled (id, text, image, error, extras)
+    blob = encode(item, plan, base="s3://bucket/dump")  # a pickled Row
 """
 
 from __future__ import annotations
@@ -10,30 +11,50 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 
 from .. import schema as S
-from .readers import Plan
+from ..boundary import describe
+from ..io.dumps import Item, resolve_image
 
-Row = tuple[str | None, Any, Any, str | None, tuple]
-
-
-def encode(record: dict | None, plan: Plan, base: str) -> bytes:
-    return pickle.dumps(to_row(record, plan, base), protocol=5)
+if TYPE_CHECKING:
+    from .readers import Plan
 
 
-def to_row(record: dict | None, plan: Plan, base: str) -> Row:
+class Row(NamedTuple):
+    id: str | None
+    text: Any
+    image: Any  # what to fetch (a resolved path or URL), inline bytes, or None
+    error: str | None  # record error: invalid_record, record_too_large, missing_column, ...
+    extras: tuple  # pass-through values, in plan.passthrough order
+    detail: str | None = None  # what the record error or the image status was
+    image_status: str | None = None  # known before fetching (image_url_forbidden): not fetched
+
+
+def encode(item: Item, plan: Plan, base: str) -> bytes:
+    """A pickled Row; a record that cannot become one is that row's internal_error."""
+    try:
+        return pickle.dumps(to_row(item.record, plan, base, item.error, item.detail), protocol=5)
+    except Exception as e:  # noqa: BLE001 - the read stage's error boundary, one row at a time
+        n = len(plan.passthrough)
+        return pickle.dumps(Row(None, None, None, S.INTERNAL_ERROR, (None,) * n, describe(e)), 5)
+
+
+def to_row(
+    record: dict | None, plan: Plan, base: str, error: str | None = None, detail: str | None = None
+) -> Row:
     if record is None:
-        return None, None, None, S.INVALID_RECORD, (None,) * len(plan.passthrough)
+        return Row(None, None, None, error or S.INVALID_RECORD, (None,) * len(plan.passthrough),
+                   detail)  # fmt: skip
     c = plan.columns
     rid = normalize_id(record.get(c.id))
-    error = None
     if rid is None or (c.text not in record and c.image not in record):
         error = S.MISSING_COLUMN
     extras = tuple(cell(record.get(name), typ) for name, _, typ in plan.passthrough)
-    return rid, record.get(c.text), resolve_image(record.get(c.image), base), error, extras
+    image, status, image_detail = resolve_image(record.get(c.image), base, plan.read)
+    return Row(rid, record.get(c.text), image, error, extras, image_detail, status)
 
 
 def valid_utf8(s: str) -> str:
@@ -71,13 +92,3 @@ def cell(v: Any, typ: pa.DataType) -> Any:
     if isinstance(v, bytes | bytearray):
         return bytes(v).decode("utf-8", "replace")
     return valid_utf8(json.dumps(v, ensure_ascii=False, default=str))
-
-
-def resolve_image(v: Any, base: str) -> Any:
-    """Relative image paths are relative to the input file's folder (local or s3://)."""
-    if not isinstance(v, str) or not v.strip():
-        return v
-    v = v.strip()
-    if "://" in v or v.startswith("/"):
-        return v
-    return f"{base.rstrip('/')}/{v}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -37,11 +38,11 @@ def read_unit(batch: dict[str, np.ndarray], *, plan: Plan, block_rows: int):
         uri, skip, base = unit["file"], Skip(unit["skip"]), parent(unit["file"])
         rows: list[int] = []
         blobs: list[bytes] = []
-        for n, record in read_rows(uri, plan):
-            if n in skip:
+        for item in read_rows(uri, plan):  # an unreadable row is a row too (dumps.Item)
+            if item.row in skip:
                 continue
-            rows.append(n)
-            blobs.append(encode(record, plan, base))
+            rows.append(item.row)
+            blobs.append(encode(item, plan, base))
             if len(rows) == block_rows:
                 yield _block(uri, rows, blobs)
                 rows, blobs = [], []
@@ -81,20 +82,29 @@ def preprocess(
 def _id_and_extras(blob: bytes) -> tuple:
     """What a failed row keeps of its record, if that much reads (else: no id, null columns)."""
     try:
-        rid, _, _, _, extras = pickle.loads(blob)
-        return rid, extras
+        row = pickle.loads(blob)  # a rows.Row
+        return row.id, row.extras
     except Exception:  # noqa: BLE001 - the record itself may be what failed
         return None, ()
 
 
 def _preprocess(batch, pre, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> dict[str, np.ndarray]:
-    ids, texts, images, errors, extras = zip(*map(pickle.loads, batch["record"]), strict=True)
-    data, known, details = _image_bytes(list(images), model_cfg, fetch_cfg)
+    ids, texts, images, errors, extras, read_details, image_status = zip(
+        *map(pickle.loads, batch["record"]), strict=True
+    )  # rows.Row
+    if FETCHED[0] in batch:  # the fetch stage ran before (the graph); else fetch here (tests)
+        # a column of nulls may come back from Ray's Arrow blocks as NaNs: only bytes are data
+        data, known, details = ([v if isinstance(v, bytes | str) else None for v in batch[k]]
+                                for k in FETCHED)  # fmt: skip
+    else:
+        data, known, details = _image_bytes(list(images), model_cfg, fetch_cfg)
+    known = [s or k for s, k in zip(image_status, known, strict=True)]  # refused when reading
     out = pack_pixels(pre(list(texts), data, known))
     out["id"] = np.array(ids, dtype=object)
     out["record_error"] = np.array(errors, dtype=object)
     out["error_detail"] = np.array(
-        [f or p for f, p in zip(details, out["error_detail"], strict=True)], dtype=object
+        [r or f or p for r, f, p in zip(read_details, details, out["error_detail"], strict=True)],
+        dtype=object,
     )
     out["passthrough"] = np.array([pickle.dumps(e, protocol=5) for e in extras], dtype=object)
     out["input_file"], out["input_row"] = batch["input_file"], batch["input_row"]
@@ -121,6 +131,46 @@ def _image_bytes(refs: list, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> tuple[
         if isinstance(v, bytes | bytearray):
             data[i] = bytes(v)
     return data, known, details
+
+
+FETCHED = ("image_data", "image_fetch_status", "image_fetch_detail")  # the fetch stage's columns
+
+
+class FetchStage:
+    """The actor of the fetch stage. Fetching waits on the network, not on a CPU, so it runs apart
+    from decoding: blocks are fetched many at once (threads; ActorPoolStrategy with concurrent
+    calls), and a call yields the rows whose images came within `patience_s` at once, the rest when
+    they come. A slow or hanging host then holds one call slot for up to fetch.deadline_s, not a
+    decode task's CPU, and the other rows of its block stream on."""
+
+    def __init__(self, model_cfg: ModelCfg, fetch_cfg: FetchCfg, patience_s: float = 1.0):
+        self.model_cfg, self.fetch_cfg, self.patience_s = model_cfg, fetch_cfg, patience_s
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        n = len(batch["input_row"])
+        refs = [_image_ref(blob) for blob in batch["record"]]
+        with ThreadPoolExecutor(max(1, min(self.fetch_cfg.concurrency, n))) as pool:
+            futures = [pool.submit(_image_bytes, [r], self.model_cfg, self.fetch_cfg) for r in refs]
+            done, _ = wait(futures, timeout=self.patience_s)
+            first = [i for i, f in enumerate(futures) if f in done]
+            rest = [i for i, f in enumerate(futures) if f not in done]
+            for part in (first, rest):
+                if part:
+                    yield _with_images(batch, part, [futures[i].result() for i in part])
+
+
+def _image_ref(blob: bytes) -> Any:
+    try:
+        return pickle.loads(blob)[2]
+    except Exception:  # noqa: BLE001 - a record that does not load is preprocess's to report
+        return None
+
+
+def _with_images(batch: dict[str, np.ndarray], rows: list[int], got: list[tuple]) -> dict:
+    out = {k: v[rows] for k, v in batch.items()}
+    for j, key in enumerate(FETCHED):
+        out[key] = np.array([g[j][0] for g in got], dtype=object)
+    return out
 
 
 def _present(v: Any) -> bool:

@@ -1,15 +1,19 @@
 """The ingress's FastAPI app: routes, JSON errors (never a stack trace), the body cap, bearer-token
 auth and per-request metrics. Built inside each replica by `SentimentAPI.__serve_build_asgi_app__`,
 so routes close over that replica's config, model handle and metrics instead of module globals.
+Whatever a client sends gets a 2xx or a 4xx; a 5xx is a server fault (500) or the model being
+overloaded or away (503).
 
     POST /v1/sentiment   a post, a list of posts, or a multipart upload -> predictions
-    GET  /v1/model       the model card        GET /healthz   the model is loaded and answers
+    GET  /v1/model       the model card
+    GET  /healthz        the model is loaded and answers (a cached ping: no slot in its queue)
     GET  /docs           OpenAPI UI            GET /openapi.json
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -51,7 +55,8 @@ def build_api(ingress: Any) -> FastAPI:
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": ErrorBody}})
     async def healthz() -> dict:
-        """200 once the model deployment has loaded the checkpoint and answers."""
+        """200 once the model deployment has loaded the checkpoint and answers (open: no token;
+        answered from a model ping at most `health_cache_s` old)."""
         return {"status": "ok", "model": await ingress.ping()}
 
     @app.get("/v1/model", response_model=ModelCard, responses={401: ERROR_RESPONSES[401]})
@@ -84,8 +89,16 @@ def build_api(ingress: Any) -> FastAPI:
     return app
 
 
+class ErrorJSON(JSONResponse):
+    """Error bodies echo client text (e.g. an unknown field's name): ASCII escapes render any
+    string, a lone surrogate too, where UTF-8 would fail and turn the 4xx into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode()
+
+
 def error_response(e: RequestError) -> JSONResponse:
-    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+    return ErrorJSON(e.body(), status_code=e.status, headers=e.headers)
 
 
 def _request_body(max_posts: int) -> dict:

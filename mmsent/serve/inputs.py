@@ -1,32 +1,39 @@
-"""Request -> posts -> model inputs, for the ingress. Whatever a client can get wrong ends as a
-`RequestError` (a 4xx with a JSON body) before the model is called; nothing here raises anything else.
+"""Request -> posts -> model inputs, and the model's output -> a check, for the ingress. Whatever a
+client can get wrong ends as a `RequestError` (a 4xx with a JSON body); whatever one post makes
+fail (validation, fetching, decoding, the model) is that post's code in the error's `details`.
+Nothing here raises anything else.
 
-    posts, single = parse_json(body, cfg)                # or: await parse_multipart(request, cfg)
-    images, known = load_images(posts, fetch_cfg)        # given bytes, or fetched URLs (SSRF guard)
-    batch = preprocess(pre, posts, images, known)        # the one Preprocessor; 413/422 if unusable
+    posts, single = parse_json(body, cfg)                 # or: await parse_multipart(request, cfg)
+    images, known = load_images(posts, fetch_cfg, cfg.max_request_image_bytes)  # URLs: SSRF guard
+    batch = preprocess(pre, posts, images, known, single)  # the one Preprocessor; 413/422 if unusable
+    check_scored(columns, single)                          # a post the model failed on: 422
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
+import threading
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from .. import schema as S
-from ..config import FetchCfg, ServeCfg
-from ..io.fetch import fetch_many
+from ..boundary import describe
+from ..config import FetchCfg, ModelCfg, ServeCfg
+from ..io.fetch import Fetched, fetch
 from ..preprocess import Preprocessor
 from .schemas import PostIn
 
 TOO_LARGE = {S.IMAGE_BYTES_TOO_LARGE, S.IMAGE_TOO_LARGE}
+FIELD_CHARS = 100  # of a field name echoed in an error detail (a client's unknown key)
 
 
 class RequestError(Exception):
@@ -68,17 +75,24 @@ def parse_json(body: bytes, cfg: ServeCfg) -> tuple[list[Post], bool]:
         except ValidationError as e:
             where = None if single else i
             malformed += [_detail(where, err) for err in e.errors(include_url=False)]
+        except Exception as e:  # noqa: BLE001 - the boundary: one post's failure is its code
+            malformed.append(internal_error(None if single else i, describe(e)))
     if malformed:
         raise RequestError(422, S.MALFORMED_REQUEST, "malformed posts", malformed)
-    posts, unusable = [], []
+    posts, unusable, image_bytes = [], [], 0
     for i, p in enumerate(valid):
+        image = None
         try:
             b64 = p.image_base64
             image = None if b64 is None else decode_base64(b64, cfg.max_image_bytes)
         except RequestError as e:
-            image = None
             unusable.append({"index": None if single else i, "field": "image_base64",
                              "code": e.code, "message": e.message})  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - the boundary, as above
+            unusable.append(internal_error(None if single else i, describe(e)))
+        image_bytes += len(image or b"")
+        if image_bytes > cfg.max_request_image_bytes:  # at once: no more decoding
+            raise images_too_large(cfg.max_request_image_bytes)
         posts.append(
             Post(p.id, p.text, image, p.image_url, "image_url" if p.image_url else "image_base64")
         )
@@ -89,7 +103,7 @@ def parse_json(body: bytes, cfg: ServeCfg) -> tuple[list[Post], bool]:
 
 
 def _detail(index: int | None, err: dict) -> dict:
-    field = ".".join(str(x) for x in err.get("loc", ())) or None
+    field = ".".join(str(x) for x in err.get("loc", ()))[:FIELD_CHARS] or None
     return {"index": index, "field": field, "code": S.MALFORMED_REQUEST, "message": err["msg"]}
 
 
@@ -111,8 +125,10 @@ async def parse_multipart(request: Request, cfg: ServeCfg) -> Post:
     """Fields: `image` (a file part), `text`, `id`; or `image_url` / `image_base64` for the image."""
     try:
         form = await request.form(max_files=1, max_fields=8)
-    except (HTTPException, MultiPartException) as e:
-        why = getattr(e, "detail", None) or getattr(e, "message", "")
+    except RequestError:
+        raise  # the body cap (mmsent.serve.api.BodyLimit), hit while the body streams in
+    except Exception as e:  # noqa: BLE001 - whatever the form parser trips on is a malformed body
+        why = getattr(e, "detail", None) or getattr(e, "message", None) or type(e).__name__
         raise RequestError(422, S.MALFORMED_REQUEST, f"malformed multipart body: {why}") from None
     try:
         upload = form.get("image")
@@ -137,35 +153,110 @@ async def parse_multipart(request: Request, cfg: ServeCfg) -> Post:
         await form.close()
 
 
-def load_images(posts: list[Post], cfg: FetchCfg) -> tuple[list[bytes | None], list[str | None]]:
-    """Image bytes per post (given, or fetched by URL) and a fetch status per post (None: fine)."""
+def serve_preprocessor(model_cfg: ModelCfg, cfg: ServeCfg) -> Preprocessor:
+    """The ingress's Preprocessor: Serve's pixel cap where it is lower than the checkpoint's (it
+    applies to the pixels actually decoded), and at most `decode_slots` images decoding at once,
+    one slot per image, so the images of many requests take turns."""
+    pixels = min(model_cfg.preprocess.max_image_pixels, cfg.max_image_pixels)
+    capped = dataclasses.replace(model_cfg.preprocess, max_image_pixels=pixels)
+    model_cfg = dataclasses.replace(model_cfg, preprocess=capped)
+    return Preprocessor(model_cfg, decode_slots=threading.BoundedSemaphore(cfg.decode_slots))
+
+
+def load_images(
+    posts: list[Post], cfg: FetchCfg, budget: int
+) -> tuple[list[bytes | None], list[str | None]]:
+    """Image bytes per post (given, or fetched by URL) and a fetch status per post (None: fine).
+    `budget`: image bytes the whole request may hold (given ones included); more: 413."""
     images: list[bytes | None] = [p.image for p in posts]
     known: list[str | None] = [None] * len(posts)
+    left = budget - sum(len(b) for b in images if b is not None)
     todo = [i for i, p in enumerate(posts) if p.image_url is not None]
+    if left < 0:
+        raise images_too_large(budget)
     if todo:
-        urls = [posts[i].image_url for i in todo]
-        for i, got in zip(todo, fetch_many(urls, cfg), strict=True):
-            images[i], known[i] = (got.data, None) if got.status == S.OK else (None, got.status)
+        got = fetch_within([posts[i].image_url for i in todo], cfg, left)
+        if got is None:
+            raise images_too_large(budget)
+        for i, g in zip(todo, got, strict=True):
+            images[i], known[i] = (g.data, None) if g.status == S.OK else (None, g.status)
     return images, known
 
 
+def fetch_within(urls: list[str], cfg: FetchCfg, budget: int) -> list[Fetched] | None:
+    """`fetch` every URL, at most `cfg.concurrency` at once, with at most `budget` bytes in flight:
+    a fetch starts with its cap reserved (the per-image cap `cfg.max_bytes`, or what is left of
+    `budget` once nothing else runs). None as soon as the URLs need more than `budget`; fetches
+    still running then end on their own (each within the fetch deadline), unread."""
+    out: list[Fetched | None] = [None] * len(urls)
+    queue, running, free, full = deque(enumerate(urls)), {}, budget, cfg.max_bytes
+    pool = ThreadPoolExecutor(max(1, min(cfg.concurrency, len(urls))), thread_name_prefix="fetch")
+    try:
+        while queue or running:
+            while queue and len(running) < cfg.concurrency and (free >= full or not running):
+                if free <= 0:
+                    return None
+                cap = min(full, free)
+                i, url = queue.popleft()
+                running[pool.submit(fetch, url, dataclasses.replace(cfg, max_bytes=cap))] = (i, cap)
+                free -= cap
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                i, cap = running.pop(future)
+                got = out[i] = future.result()  # fetch never raises: its failures are statuses
+                if got.status == S.IMAGE_BYTES_TOO_LARGE and cap < full:
+                    return None  # over what the request had left, not over the per-image cap
+                free += cap - len(got.data or b"")
+        return out
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def images_too_large(budget: int) -> RequestError:
+    msg = f"the images of this request are over {budget} bytes in all"
+    return RequestError(413, S.REQUEST_IMAGES_TOO_LARGE, msg)
+
+
 def preprocess(pre: Preprocessor, posts: list[Post], images, known, single: bool) -> dict:
-    """The model inputs of `posts`; a RequestError if any post has an input that cannot be used."""
+    """The model inputs of `posts`; a RequestError if any post has an input that cannot be used
+    (or made the Preprocessor's row boundary catch an exception: internal_error)."""
     batch = pre([p.text for p in posts], images, known)
     usable = np.zeros(len(posts), dtype=bool)
     for key in ("has_text", "has_image"):
         usable |= batch.get(key, False)
     details = []
-    statuses = zip(batch["text_status"], batch["image_status"], strict=True)
-    for i, (text, image) in enumerate(statuses):
+    rows = zip(batch["text_status"], batch["image_status"], batch["error_detail"], strict=True)
+    for i, (text, image, why) in enumerate(rows):
+        where = None if single else i
+        if text == S.INTERNAL_ERROR:  # the whole post failed, not its text
+            details.append(internal_error(where, why))
+            continue
         found = [("text", text)] if S.is_error(text) and text != S.EMPTY_TEXT else []
         found += [(posts[i].source, image)] if S.is_error(image) else []
         if not found and not usable[i]:
             found = [(None, S.NO_USABLE_INPUT)]
-        details += [{"index": None if single else i, "field": f, "code": c} for f, c in found]
+        details += [{"index": where, "field": f, "code": c} for f, c in found]
     if details:
         status = 413 if any(d["code"] in TOO_LARGE for d in details) else 422
         raise RequestError(
             status, S.INVALID_POSTS, "some posts have inputs that cannot be used", details
         )
     return batch
+
+
+def check_scored(columns: dict[str, np.ndarray], single: bool) -> None:
+    """A post that the model failed on alone (its error boundary: internal_error) fails the
+    request as an unusable input does: a 422 naming it, never a 500."""
+    rows = zip(columns["error"], columns["error_detail"], strict=True)
+    details = [internal_error(None if single else i, why)
+               for i, (error, why) in enumerate(rows) if error == S.INTERNAL_ERROR]  # fmt: skip
+    if details:
+        raise RequestError(422, S.INVALID_POSTS, "the model could not score some posts", details)
+
+
+def internal_error(index: int | None, why: str | None) -> dict:
+    """A post's internal_error detail: the exception type only (its text may hold server paths
+    or data; the trace is in the replica's log)."""
+    kind = (why or "").split(":")[0] or "an exception"
+    msg = f"this post failed on the server ({kind})"
+    return {"index": index, "field": None, "code": S.INTERNAL_ERROR, "message": msg}

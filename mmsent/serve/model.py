@@ -43,7 +43,7 @@ class SentimentModel:
         self.meta = self.runner.meta
         self.batching = ServeBatchCfg()
         self.metrics = ModelMetrics()
-        self.stats = {"pid": os.getpid(), "started": time.time(),
+        self.stats = {"pid": os.getpid(), "started": time.time(), "pings": 0,
                       "device": str(self.runner.model.device), "torch_threads": torch.get_num_threads()}  # fmt: skip
 
     def reconfigure(self, user_config: dict) -> None:
@@ -82,10 +82,15 @@ class SentimentModel:
         ]
 
     def ping(self) -> dict:
+        """The ingress's health check (cached there: `pings` counts what reaches the model)."""
+        self.stats["pings"] += 1
+        return self._ref()
+
+    def _ref(self) -> dict:
         return {"name": self.runner.cfg.name, "version": self.runner.cfg.version}
 
     def card(self) -> dict:
         cfg = self.runner.cfg
-        return {**self.ping(), "labels": cfg.labels, "modalities": cfg.modalities(),
+        return {**self._ref(), "labels": cfg.labels, "modalities": cfg.modalities(),
                 "description": cfg.description, "card": self.meta.get("card", {}),
                 "batching": {**dataclasses.asdict(self.batching), "replica": dict(self.stats)}}  # fmt: skip

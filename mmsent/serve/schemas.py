@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class PostIn(BaseModel):
@@ -23,6 +23,17 @@ class PostIn(BaseModel):
     image_base64: str | None = Field(
         None, description="image bytes (JPEG, PNG, ...) in base64; a data: URL prefix is allowed"
     )
+
+    @field_validator("id", "image_url")
+    @classmethod
+    def _unicode(cls, value):
+        # a lone surrogate ("\ud800" in the JSON) cannot be fetched or echoed back as UTF-8
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode (no lone surrogates)") from None
+        return value
 
     @model_validator(mode="after")
     def _one_image_and_some_input(self) -> PostIn:
@@ -95,8 +106,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in {
         401: "missing or wrong bearer token (when auth is on)",
-        413: "body or an image over its size cap",
-        422: "malformed JSON or fields, too many posts, an unusable image (per-post `details`)",
-        503: "overloaded: retry after `Retry-After` seconds",
+        413: "body, an image (bytes or decoded pixels) or the request's images over a cap",
+        422: "malformed JSON or fields, too many posts, an unusable post (per-post `details`)",
+        503: "overloaded or the model unavailable: retry after `Retry-After` seconds",
     }.items()
 }

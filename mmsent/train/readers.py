@@ -1,20 +1,22 @@
-"""Labelled posts from JSONL, Parquet or CSV files (a file or a folder of them), local or s3://.
+"""Labelled posts from JSONL, JSON, CSV or Parquet files (a file, a folder, a glob), local or s3://,
+read by THE reader of dumps (mmsent.io.dumps: the same formats, compression, caps, error codes
+and image-path rule as bulk scoring, so one file cannot be read two ways).
 
-    rows, bases, bad = read_table("s3://bucket/dump/")   # dicts, the folder of each row's file, bad lines
+    rows, bases, unreadable = read_table("s3://bucket/dump/")  # records, each one's folder, codes
     read = read_posts("dump/posts.jsonl", DataCfg(label_column="stars"))   # posts (no image bytes
     read.posts, read.stats, read.labels, read.label_map                    # yet), counts, label map
     counts = fetch_images(read.posts, FetchCfg(), model_cfg)   # {"ok": 950, "image_not_found": 3}
 
-Image references are read through `mmsent.io.fetch` and checked with the preprocessing path's own
-decoder; a row whose image cannot be used keeps its text and trains text-only. S3 settings come
-from the usual AWS_* variables (pyarrow and boto3 both read them).
+Unreadable rows are counted (`stats["unreadable_rows"]`, and by code in `stats["unreadable"]`),
+never silently lost. Image references are read through `mmsent.io.fetch` and checked with the
+preprocessing path's own decoder; a row whose image cannot be used keeps its text and trains
+text-only. A relative image path that leaves its data file's folder is refused
+(`stats["image_errors"]`, and image_url_forbidden in the image counts). S3 settings come from the
+usual AWS_* variables (pyarrow and boto3 both read them).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from collections import Counter
 from typing import NamedTuple
@@ -22,13 +24,11 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import schema as S
-from ..config import ConfigError, DataCfg, FetchCfg, ModelCfg
+from ..config import ConfigError, DataCfg, FetchCfg, ModelCfg, ReadCfg
+from ..io.dumps import list_inputs, parent, read_records, resolve_image
 from ..io.fetch import fetch_many
 from ..preprocess import decode_image
 from .data import Posts, label_key, make_label_map
-
-SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
-            ".pq": "parquet", ".csv": "csv"}  # fmt: skip
 
 
 def filesystem(uri: str):
@@ -41,82 +41,28 @@ def filesystem(uri: str):
     return fs.LocalFileSystem(), os.path.abspath(uri.removeprefix("file://")), ""
 
 
-def file_format(path: str, fmt: str) -> str | None:
-    name = path.lower().removesuffix(".gz")
-    return fmt if fmt != "auto" else SUFFIXES.get(os.path.splitext(name)[1])
-
-
-def read_table(uri: str, fmt: str = "auto", limit: int = 0) -> tuple[list[dict], list[str], int]:
-    """Rows of every data file at `uri`, the folder (URI) of each row's file, unreadable lines."""
-    from pyarrow import fs
-
-    filesys, path, scheme = filesystem(uri)
-    info = filesys.get_file_info(path)
-    if info.type == fs.FileType.NotFound:
-        raise FileNotFoundError(f"no data at {uri}")
-    files = [path]
-    if info.type == fs.FileType.Directory:
-        found = filesys.get_file_info(fs.FileSelector(path, recursive=True))
-        files = sorted(
-            f.path for f in found if f.type == fs.FileType.File and file_format(f.path, fmt)
-        )
-    rows, bases, bad = [], [], 0
+def read_table(
+    uri: str, fmt: str = "auto", limit: int = 0, read: ReadCfg | None = None
+) -> tuple[list[dict], list[str], Counter]:
+    """Records of every data file at `uri` (at most `limit` per file; 0: all), the folder (URI)
+    of each record's file, and the unreadable rows by error code."""
+    try:
+        files = list_inputs(uri, fmt)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no data at {uri}") from None
+    rows, bases, unreadable = [], [], Counter()
     for f in files:
-        kind = file_format(f, fmt)
-        if kind is None:
-            raise ConfigError(f"{f}: unknown data format; set data.format to jsonl, parquet or csv")
-        got, n_bad = _read_file(filesys, f, kind, limit)
-        folder = os.path.dirname(f)
-        rows += got
-        bases += [f"{scheme}://{folder}" if scheme else folder] * len(got)
-        bad += n_bad
-    return rows, bases, bad
-
-
-def _read_file(filesys, path: str, kind: str, limit: int) -> tuple[list[dict], int]:
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path, filesystem=filesys)
-        return table.slice(0, limit or None).to_pylist(), 0
-    with filesys.open_input_stream(path, compression="detect") as f:
-        text = f.read().decode("utf-8", errors="replace")
-    if kind == "csv":
-        rows = [
-            {k: (v if v != "" else None) for k, v in r.items()}
-            for r in csv.DictReader(io.StringIO(text))
-        ]
-        return rows[: limit or None], 0
-    if text.lstrip().startswith("["):  # a .json file holding one array of records
-        try:
-            records = json.loads(text)
-            return [r for r in records if isinstance(r, dict)][: limit or None], sum(
-                not isinstance(r, dict) for r in records
-            )
-        except ValueError:
-            pass
-    rows, bad = [], 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            bad += 1  # counted in the report: a broken line is never silently lost
-        if limit and len(rows) >= limit:
-            break
-    return rows, bad
-
-
-def resolve_ref(ref, base: str):
-    """An image reference relative to its data file's folder -> a path or URL that fetch reads."""
-    if not isinstance(ref, str) or not ref.strip() or "://" in ref or os.path.isabs(ref):
-        return ref
-    return f"{base.rstrip('/')}/{ref}"
+        got = 0
+        for item in read_records(f, fmt, read):
+            if item.record is None:
+                unreadable[item.error] += 1  # counted in the report: never silently lost
+                continue
+            rows.append(item.record)
+            bases.append(parent(f))
+            got += 1
+            if limit and got >= limit:
+                break
+    return rows, bases, unreadable
 
 
 class Read(NamedTuple):
@@ -132,7 +78,7 @@ def read_posts(uri: str, cfg: DataCfg, labels: list[str] | None = None,
 
     Without `label_map`, the label map is made from this data (`data.make_label_map`).
     """
-    rows, bases, bad = read_table(uri, cfg.format, cfg.limit)
+    rows, bases, unreadable = read_table(uri, cfg.format, cfg.limit, cfg.read)
     col = cfg.label_column
     if rows and not any(col in r for r in rows):
         raise ConfigError(f"{uri}: no column {col!r}; columns: {sorted(rows[0])}")
@@ -151,15 +97,22 @@ def read_posts(uri: str, cfg: DataCfg, labels: list[str] | None = None,
             keep.append(i)
             classes.append(index[label_map[key]])
     group, image = cfg.group_column, cfg.image_column
+    refs = [resolve_image(rows[i].get(image), bases[i], cfg.read) if image else (None, None, None)
+            for i in keep]  # fmt: skip
     posts = Posts(
         texts=[rows[i].get(cfg.text_column) for i in keep],
         labels=np.array(classes, dtype=np.int64),
         sources=[str(rows[i].get(group) or "") if group else "" for i in keep],
-        image_refs=[resolve_ref(rows[i].get(image), bases[i]) if image else None for i in keep],
+        image_refs=[r[0] for r in refs],
         ids=[rows[i].get(cfg.id_column, i) if cfg.id_column else i for i in keep],
     )
-    stats = {"rows": len(rows) + bad, "posts": len(keep), "unreadable_rows": bad,
-             "skipped": dict(skipped)}  # fmt: skip
+    for j, (_, status, _) in enumerate(refs):
+        if status:  # refused when reading: fetch_images keeps it (the split files hold no ref)
+            posts.image_status[j] = status
+    stats = {"rows": len(rows) + sum(unreadable.values()), "posts": len(keep),
+             "unreadable_rows": sum(unreadable.values()), "unreadable": dict(unreadable),
+             "skipped": dict(skipped),
+             "image_errors": dict(Counter(r[1] for r in refs if r[1]))}  # fmt: skip
     return Read(posts, stats, list(labels), label_map)
 
 
@@ -173,6 +126,8 @@ def fetch_images(
     for start in range(0, len(posts), chunk):
         refs = posts.image_refs[start : start + chunk]
         for j, (data, status, _) in enumerate(fetch_many(refs, fetch_cfg)):
+            if refs[j] is None and S.is_error(posts.image_status[start + j]):
+                continue  # refused when reading (read_posts): nothing was fetched
             if status == S.OK:  # decode once now: a bad image then costs nothing per epoch
                 _, status = decode_image(data, model_cfg.image.image_size, model_cfg.preprocess)
             posts.images[start + j] = data if status == S.OK else None
