@@ -277,7 +277,8 @@ class ScoreCfg:
     # the fetch stage's actors: they reserve no CPU (they wait on the network); 0: fetch in the
     # decode tasks (then a slow image host holds a decode task's CPU)
     fetch_actors: int = 1
-    fetch_blocks_in_flight: int = 16  # blocks each fetch actor works on at once (threads)
+    fetch_batch_size: int = 16  # rows per fetch call: small, so a slow host holds few others' bytes
+    fetch_blocks_in_flight: int = 32  # calls each fetch actor works on at once (threads)
     preprocess_batch_size: int = 32  # rows per CPU task (decode + tokenize)
     preprocess_num_cpus: float = 1.0
     preprocess_max_tasks: int | None = None  # concurrent CPU tasks (None: as many as CPUs allow)

@@ -45,8 +45,8 @@ def build_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg, model_cfg: Model
                         **ray_compat.cpu_stage(cfg.read_num_cpus, retries=cfg.task_retries))  # fmt: skip
     ds = ray_compat.blocks_of(ds, cfg.preprocess_batch_size)  # one CPU task per block
     if model_cfg.image is not None and cfg.fetch_actors:  # a slow host holds no decode CPU
-        ds = ds.map_batches(FetchStage, batch_size=cfg.preprocess_batch_size, batch_format="numpy",
-                            fn_constructor_args=(model_cfg, cfg.fetch),
+        ds = ds.map_batches(FetchStage, batch_size=cfg.fetch_batch_size, batch_format="numpy",
+                            fn_constructor_args=(cfg.fetch, cfg.fetch_blocks_in_flight),
                             **ray_compat.io_actor_stage(cfg.fetch_actors, cfg.fetch_blocks_in_flight,
                                                         cfg.task_retries))  # fmt: skip
     ds = ds.map_batches(preprocess, batch_size=cfg.preprocess_batch_size, batch_format="numpy",

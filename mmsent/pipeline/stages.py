@@ -20,7 +20,7 @@ import numpy as np
 from .. import schema as S
 from ..boundary import concat_columns, describe, isolate, take
 from ..config import FetchCfg, ModelCfg, to_dict
-from ..io.fetch import fetch_many
+from ..io.fetch import fetch, fetch_many
 from ..preprocess import Preprocessor, pack_pixels
 from .files import parent
 from .readers import Plan, read_rows
@@ -113,24 +113,21 @@ def _preprocess(batch, pre, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> dict[st
 
 def _image_bytes(refs: list, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> tuple[list, list, list]:
     """Per row: image bytes (inline bytes as they are, references fetched), fetch errors and their
-    details."""
-    n = len(refs)
-    details: list[str | None] = [None] * n
+    details (without the fetch stage: tests, the bench's plain loop)."""
     if model_cfg.image is None:  # not fetched; a post that has an image reads "unused"
-        return [b"" if _present(v) else None for v in refs], [None] * n, details
-    data: list[bytes | None] = [None] * n
-    known: list[str | None] = [None] * n
-    urls = [i for i, v in enumerate(refs) if not isinstance(v, bytes | bytearray)]
-    for i, got in zip(urls, fetch_many([refs[i] for i in urls], fetch_cfg), strict=True):
-        data[i], known[i], details[i] = (
-            got.data,
-            None if got.status == S.OK else got.status,
-            got.detail,
-        )
-    for i, v in enumerate(refs):
-        if isinstance(v, bytes | bytearray):
-            data[i] = bytes(v)
-    return data, known, details
+        return [b"" if _present(v) else None for v in refs], [None] * len(refs), [None] * len(refs)
+    fetched = iter(fetch_many([r for r in refs if not _inline(r)], fetch_cfg))
+    got = [(bytes(r), None, None) if _inline(r) else _outcome(next(fetched)) for r in refs]
+    return [g[0] for g in got], [g[1] for g in got], [g[2] for g in got]
+
+
+def _inline(ref: Any) -> bool:
+    return isinstance(ref, bytes | bytearray)
+
+
+def _outcome(got) -> tuple[bytes | None, str | None, str | None]:
+    """A Fetched as (bytes, fetch error or None, detail)."""
+    return got.data, None if got.status == S.OK else got.status, got.detail
 
 
 FETCHED = ("image_data", "image_fetch_status", "image_fetch_detail")  # the fetch stage's columns
@@ -138,25 +135,30 @@ FETCHED = ("image_data", "image_fetch_status", "image_fetch_detail")  # the fetc
 
 class FetchStage:
     """The actor of the fetch stage. Fetching waits on the network, not on a CPU, so it runs apart
-    from decoding: blocks are fetched many at once (threads; ActorPoolStrategy with concurrent
-    calls), and a call yields the rows whose images came within `patience_s` at once, the rest when
-    they come. A slow or hanging host then holds one call slot for up to fetch.deadline_s, not a
-    decode task's CPU, and the other rows of its block stream on."""
+    from decoding: blocks are fetched many at once (concurrent calls of this actor, and threads),
+    and a call yields the rows whose images came within `patience_s` at once, the rest when they
+    come. A slow or hanging host then holds one thread for up to fetch.deadline_s, not a decode
+    task's CPU, and the other rows of its block stream on. One thread pool serves every call: made
+    per call (or per row), threads come and go and each new one grows the heap (malloc arenas)."""
 
-    def __init__(self, model_cfg: ModelCfg, fetch_cfg: FetchCfg, patience_s: float = 1.0):
-        self.model_cfg, self.fetch_cfg, self.patience_s = model_cfg, fetch_cfg, patience_s
+    def __init__(self, fetch_cfg: FetchCfg, blocks_in_flight: int, patience_s: float = 1.0):
+        self.fetch_cfg, self.patience_s = fetch_cfg, patience_s
+        workers = max(1, fetch_cfg.concurrency * blocks_in_flight)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="fetch")
 
     def __call__(self, batch: dict[str, np.ndarray]):
-        n = len(batch["input_row"])
         refs = [_image_ref(blob) for blob in batch["record"]]
-        with ThreadPoolExecutor(max(1, min(self.fetch_cfg.concurrency, n))) as pool:
-            futures = [pool.submit(_image_bytes, [r], self.model_cfg, self.fetch_cfg) for r in refs]
-            done, _ = wait(futures, timeout=self.patience_s)
-            first = [i for i, f in enumerate(futures) if f in done]
-            rest = [i for i, f in enumerate(futures) if f not in done]
-            for part in (first, rest):
-                if part:
-                    yield _with_images(batch, part, [futures[i].result() for i in part])
+        futures = [self.pool.submit(_fetch_one, ref, self.fetch_cfg) for ref in refs]
+        done, _ = wait(futures, timeout=self.patience_s)
+        first = [i for i, f in enumerate(futures) if f in done]
+        rest = [i for i, f in enumerate(futures) if f not in done]
+        for part in (first, rest):
+            if part:
+                yield _with_images(batch, part, [futures[i].result() for i in part])
+
+
+def _fetch_one(ref: Any, cfg: FetchCfg) -> tuple[bytes | None, str | None, str | None]:
+    return (bytes(ref), None, None) if _inline(ref) else _outcome(fetch(ref, cfg))
 
 
 def _image_ref(blob: bytes) -> Any:
@@ -169,7 +171,7 @@ def _image_ref(blob: bytes) -> Any:
 def _with_images(batch: dict[str, np.ndarray], rows: list[int], got: list[tuple]) -> dict:
     out = {k: v[rows] for k, v in batch.items()}
     for j, key in enumerate(FETCHED):
-        out[key] = np.array([g[j][0] for g in got], dtype=object)
+        out[key] = np.array([g[j] for g in got], dtype=object)
     return out
 
 
