@@ -34,7 +34,7 @@ from mmsent.config import ScoreCfg, load_config  # noqa: E402
 from mmsent.pipeline import ray_compat  # noqa: E402
 from mmsent.pipeline.job import build_dataset, model_config  # noqa: E402
 from mmsent.pipeline.output import output_fields  # noqa: E402
-from mmsent.pipeline.readers import make_plan  # noqa: E402
+from mmsent.pipeline.plan import make_plan  # noqa: E402
 from mmsent.pipeline.stages import ModelStage, preprocess, read_unit  # noqa: E402
 
 

@@ -18,7 +18,7 @@ import sys
 # subcommand -> module with main(argv); modules are imported only when their command runs
 COMMANDS = {
     "predict": ("mmsent.cli", "score one post and print JSON"),
-    "score": ("mmsent.pipeline.score", "bulk-score a dump with Ray Data"),
+    "score": ("mmsent.pipeline.cli", "bulk-score a dump with Ray Data"),
     "serve": ("mmsent.serve.app", "serve the model over HTTP with Ray Serve"),
     "train": ("mmsent.train.trainer", "train a fused model"),
     "evaluate": ("mmsent.train.evaluate", "evaluation report of a checkpoint"),

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from .sample_data import real_photos
-from .train.readers import filesystem
+from .train.labelled import filesystem
 
 LABELS = ["negative", "neutral", "positive"]
 # what each photo stands for in the image_carries slice (a convention of this demo, see README)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import schema as S
+from . import codes
 from .boundary import concat_columns, describe, isolate, take
 from .models.checkpoint import load, read_meta
 from .preprocess import MODEL_KEYS, Preprocessor, to_tensors, unpack_pixels
@@ -55,7 +55,7 @@ class ModelRunner:
         unused = {k: v for k, v in batch.items() if k not in INTERNAL_COLUMNS}  # e.g. bad pixels
         unused.update({f"has_{m}": np.zeros(n, dtype=bool) for m in self.modalities})
         out = self._forward(unused)  # nothing usable: the model does not run
-        out["error"] = np.full(n, S.INTERNAL_ERROR, dtype=object)
+        out["error"] = np.full(n, codes.INTERNAL_ERROR, dtype=object)
         out["error_detail"] = np.full(n, detail, dtype=object)
         out["modalities"] = np.full(n, "", dtype=object)
         return out
@@ -103,7 +103,7 @@ class ModelRunner:
         ]
         out["error"] = np.array(
             [
-                S.row_error(st) or (None if u else S.NO_USABLE_INPUT)
+                codes.row_error(st) or (None if u else codes.NO_USABLE_INPUT)
                 for st, u in zip(statuses, usable, strict=True)
             ],
             dtype=object,
@@ -133,5 +133,5 @@ class Predictor:
             [p.get("image") for p in posts],
             [p.get("image_status") for p in posts],
         )
-        rows = S.rows_from_columns(self.runner(batch))
-        return [S.prediction_to_json(r, self.cfg.labels, self.runner.modalities) for r in rows]
+        rows = codes.rows_from_columns(self.runner(batch))
+        return [codes.prediction_to_json(r, self.cfg.labels, self.runner.modalities) for r in rows]

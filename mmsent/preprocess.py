@@ -4,7 +4,7 @@ scoring and serving alike. Bad input never raises: it becomes a status code per 
     pre = Preprocessor(model_cfg)
     batch = pre(texts=["great day", None], images=[jpeg_bytes, None])
     batch["input_ids"]  (B, C, L) int32    batch["pixels"]  (B, S, S, 3) uint8
-    batch["text_status"], batch["image_status"]  codes from mmsent.schema
+    batch["text_status"], batch["image_status"]  codes from mmsent.codes
     tensors = to_tensors(batch, device)      # what the model reads
 
 Pixels stay uint8 until the model: each image tower normalises them its own way on its device,
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import schema as S
+from . import codes
 from .boundary import concat_columns, describe, isolate
 from .config import ModelCfg, PreprocessCfg
 
@@ -103,7 +103,7 @@ class Preprocessor:
 
         def failed(lo: int, hi: int, exc: Exception) -> dict[str, np.ndarray]:
             out = self._batch([None] * (hi - lo), [None] * (hi - lo), [None] * (hi - lo))
-            out["text_status"][:] = S.INTERNAL_ERROR
+            out["text_status"][:] = codes.INTERNAL_ERROR
             out["error_detail"][:] = describe(exc)
             return out
 
@@ -119,10 +119,10 @@ class Preprocessor:
         )
         if self.cfg.text is not None:
             out.update(self.tokenize(list(clean), list(text_status)))
-            text_status = [S.EMPTY_TEXT if s == S.OK and not has else s
+            text_status = [codes.EMPTY_TEXT if s == codes.OK and not has else s
                            for s, has in zip(text_status, out["has_text"], strict=True)]  # fmt: skip
         else:
-            text_status = [S.UNUSED if s == S.OK else s for s in text_status]
+            text_status = [codes.UNUSED if s == codes.OK else s for s in text_status]
         out["text_status"] = np.array(text_status, dtype=object)
 
         if self.cfg.image is not None:
@@ -131,7 +131,7 @@ class Preprocessor:
             status = []
             for i, (data, prior) in enumerate(zip(images, known, strict=True)):
                 # only a known fetch error replaces decoding; "ok" or None means: decode the bytes
-                if S.is_error(prior):
+                if codes.is_error(prior):
                     arr, st = None, prior
                 else:
                     with self.decode_slots:
@@ -140,10 +140,10 @@ class Preprocessor:
                     pixels[i] = arr
                 status.append(st)
             out["pixels"] = pixels
-            out["has_image"] = np.array([s == S.OK for s in status], dtype=bool)
+            out["has_image"] = np.array([s == codes.OK for s in status], dtype=bool)
         else:
             status = [
-                p or (S.MISSING if d is None else S.UNUSED)
+                p or (codes.MISSING if d is None else codes.UNUSED)
                 for d, p in zip(images, known, strict=True)
             ]
         out["image_status"] = np.array(status, dtype=object)
@@ -157,7 +157,7 @@ class Preprocessor:
         ids = np.zeros((n, C, L), dtype=np.int32)
         mask = np.zeros((n, C, L), dtype=np.int8)
         chunks = np.zeros(n, dtype=np.int16)
-        rows = [i for i, s in enumerate(status) if s == S.OK]
+        rows = [i for i, s in enumerate(status) if s == codes.OK]
         if rows:
             enc = self.tokenizer(
                 [texts[i] for i in rows], max_length=L, truncation=True, stride=tc.stride,
@@ -180,20 +180,20 @@ class Preprocessor:
 
 def clean_text(value: Any, cfg: PreprocessCfg) -> tuple[str | None, str]:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None, S.MISSING
+        return None, codes.MISSING
     if isinstance(value, bytes | bytearray):
         try:
             value = bytes(value).decode("utf-8")
         except UnicodeDecodeError:
-            return None, S.TEXT_NOT_UTF8
+            return None, codes.TEXT_NOT_UTF8
     if not isinstance(value, str):
-        return None, S.TEXT_INVALID
+        return None, codes.TEXT_INVALID
     try:
         value.encode("utf-8")  # lone surrogates (from broken JSON escapes) are not text
     except UnicodeEncodeError:
-        return None, S.TEXT_NOT_UTF8
+        return None, codes.TEXT_NOT_UTF8
     value = value.replace("\x00", "").strip()[: cfg.max_text_chars]
-    return (value, S.OK) if visible(value) else (None, S.EMPTY_TEXT)
+    return (value, codes.OK) if visible(value) else (None, codes.EMPTY_TEXT)
 
 
 def visible(text: str) -> bool:
@@ -207,11 +207,11 @@ def decode_image(
 ) -> tuple[np.ndarray | None, str]:
     """Image bytes -> (size, size, 3) uint8 RGB, centre-cropped, or (None, error code)."""
     if data is None:
-        return None, S.MISSING
+        return None, codes.MISSING
     if len(data) == 0:
-        return None, S.IMAGE_EMPTY
+        return None, codes.IMAGE_EMPTY
     if len(data) > cfg.max_image_bytes:
-        return None, S.IMAGE_BYTES_TOO_LARGE
+        return None, codes.IMAGE_BYTES_TOO_LARGE
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # bomb and corrupt-EXIF warnings: statuses say it
@@ -221,21 +221,23 @@ def decode_image(
                 im.draft("RGB", (size, size))  # decode at a reduced scale (>= size): ~5x faster
             # the pixels that will be decoded (after draft): what decoding costs, time and memory
             if im.width * im.height > cfg.max_image_pixels:
-                return None, S.IMAGE_TOO_LARGE
+                return None, codes.IMAGE_TOO_LARGE
             im = to_rgb(ImageOps.exif_transpose(im))
             w, h = im.size
             side = min(w, h)
             box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
             im = im.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
-            return np.asarray(im, dtype=np.uint8), S.OK
+            return np.asarray(im, dtype=np.uint8), codes.OK
     except Image.DecompressionBombError:
-        return None, S.IMAGE_TOO_LARGE
+        return None, codes.IMAGE_TOO_LARGE
     except UnidentifiedImageError:
         return None, unidentified(data, cfg)
     except OSError as e:
-        return None, S.IMAGE_TRUNCATED if "truncated" in str(e).lower() else S.IMAGE_DECODE_ERROR
+        return None, codes.IMAGE_TRUNCATED if "truncated" in str(
+            e
+        ).lower() else codes.IMAGE_DECODE_ERROR
     except Exception:  # noqa: BLE001 - any decoder failure is a row error, never a batch crash
-        return None, S.IMAGE_DECODE_ERROR
+        return None, codes.IMAGE_DECODE_ERROR
 
 
 def unidentified(data: bytes, cfg: PreprocessCfg) -> str:
@@ -243,8 +245,12 @@ def unidentified(data: bytes, cfg: PreprocessCfg) -> str:
     corrupt; another image format's is not allowed; anything else is not an image."""
     for fmt, signatures in IMAGE_SIGNATURES.items():
         if data.startswith(signatures) and (fmt != "WEBP" or data[8:12] == b"WEBP"):
-            return S.IMAGE_DECODE_ERROR if fmt in cfg.image_formats else S.IMAGE_FORMAT_UNSUPPORTED
-    return S.NOT_AN_IMAGE
+            return (
+                codes.IMAGE_DECODE_ERROR
+                if fmt in cfg.image_formats
+                else codes.IMAGE_FORMAT_UNSUPPORTED
+            )
+    return codes.NOT_AN_IMAGE
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

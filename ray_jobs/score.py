@@ -5,7 +5,7 @@
 
 Inside a job, RAY_ADDRESS (set by the job supervisor) points at the cluster. Run by hand, it
 starts a local Ray on 127.0.0.1 unless --address or RAY_ADDRESS names one. The flags are those of
-`mmsent score` (see mmsent/pipeline/score.py); exit status 0 when every row is in OUTPUT once.
+`mmsent score` (see mmsent/pipeline/cli.py); exit status 0 when every row is in OUTPUT once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmsent.pipeline.score import main as score
+    from mmsent.pipeline.cli import main as score
 
     return score(argv, prog="ray_jobs/score.py")
 

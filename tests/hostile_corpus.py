@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from mmsent import schema as S
+from mmsent import codes
 
 CAP = 256 * 1024  # the test's read.max_record_bytes (also the field cap)
 FETCH = ["fetch.deadline_s=2", "fetch.timeout_s=1", "fetch.retries=1", "fetch.backoff_s=0.01",
@@ -59,61 +59,64 @@ def jsonl_cases(folder: Path, server) -> list[tuple[bytes, str | None]]:
     h = server.url
     img = [  # (image_url, code)
         (ok_img, None),
-        ("http://[::1/x", S.IMAGE_URL_INVALID),
-        ("https://[]/", S.IMAGE_URL_INVALID),
-        ("http://[evil]/a.jpg", S.IMAGE_URL_INVALID),
-        (h("/redirect?to=http://[::1"), S.IMAGE_URL_INVALID),
-        ("http://127.0.0.1:1/a\x00b.jpg", S.IMAGE_URL_INVALID),
-        (h("/img/x\r\nHost: evil.example"), S.IMAGE_URL_INVALID),  # header injection
-        ("http://127.0.0.1/" + "a" * 10_000, S.IMAGE_URL_INVALID),
-        ("ftp://127.0.0.1/a.jpg", S.IMAGE_URL_INVALID),
-        (17, S.IMAGE_URL_INVALID),
-        (["a", "list"], S.IMAGE_URL_INVALID),
-        ("/dev/zero", S.IMAGE_NOT_A_FILE),
-        ("/dev/urandom", S.IMAGE_NOT_A_FILE),
-        ("images/fifo.jpg", S.IMAGE_NOT_A_FILE),
-        ("images/folder.jpg", S.IMAGE_NOT_A_FILE),
-        ("images/../../../../../etc/passwd", S.IMAGE_URL_FORBIDDEN),
-        ("images/escape.jpg", S.IMAGE_URL_FORBIDDEN),
-        ("images/bomb.png", S.IMAGE_TOO_LARGE),
-        ("images/icon.ico", S.IMAGE_FORMAT_UNSUPPORTED),
-        ("images/no-such.jpg", S.IMAGE_NOT_FOUND),
-        (h("/trickle-headers?every=0.3"), S.IMAGE_FETCH_TIMEOUT),
-        (h("/trickle-body?n=100000&every=0.01"), S.IMAGE_FETCH_TIMEOUT),
-        (h("/hang"), S.IMAGE_FETCH_TIMEOUT),
-        (h("/gzip-bomb?n=100000000"), S.IMAGE_BYTES_TOO_LARGE),
-        (h("/garbage"), S.IMAGE_FETCH_ERROR),
-        (h("/status/503"), S.IMAGE_FETCH_ERROR),
-        (h("/status/404"), S.IMAGE_NOT_FOUND),
+        ("http://[::1/x", codes.IMAGE_URL_INVALID),
+        ("https://[]/", codes.IMAGE_URL_INVALID),
+        ("http://[evil]/a.jpg", codes.IMAGE_URL_INVALID),
+        (h("/redirect?to=http://[::1"), codes.IMAGE_URL_INVALID),
+        ("http://127.0.0.1:1/a\x00b.jpg", codes.IMAGE_URL_INVALID),
+        (h("/img/x\r\nHost: evil.example"), codes.IMAGE_URL_INVALID),  # header injection
+        ("http://127.0.0.1/" + "a" * 10_000, codes.IMAGE_URL_INVALID),
+        ("ftp://127.0.0.1/a.jpg", codes.IMAGE_URL_INVALID),
+        (17, codes.IMAGE_URL_INVALID),
+        (["a", "list"], codes.IMAGE_URL_INVALID),
+        ("/dev/zero", codes.IMAGE_NOT_A_FILE),
+        ("/dev/urandom", codes.IMAGE_NOT_A_FILE),
+        ("images/fifo.jpg", codes.IMAGE_NOT_A_FILE),
+        ("images/folder.jpg", codes.IMAGE_NOT_A_FILE),
+        ("images/../../../../../etc/passwd", codes.IMAGE_URL_FORBIDDEN),
+        ("images/escape.jpg", codes.IMAGE_URL_FORBIDDEN),
+        ("images/bomb.png", codes.IMAGE_TOO_LARGE),
+        ("images/icon.ico", codes.IMAGE_FORMAT_UNSUPPORTED),
+        ("images/no-such.jpg", codes.IMAGE_NOT_FOUND),
+        (h("/trickle-headers?every=0.3"), codes.IMAGE_FETCH_TIMEOUT),
+        (h("/trickle-body?n=100000&every=0.01"), codes.IMAGE_FETCH_TIMEOUT),
+        (h("/hang"), codes.IMAGE_FETCH_TIMEOUT),
+        (h("/gzip-bomb?n=100000000"), codes.IMAGE_BYTES_TOO_LARGE),
+        (h("/garbage"), codes.IMAGE_FETCH_ERROR),
+        (h("/status/503"), codes.IMAGE_FETCH_ERROR),
+        (h("/status/404"), codes.IMAGE_NOT_FOUND),
         (h(f"/img/{good[1]}"), None),
     ]
     cases: list[tuple[bytes, str | None]] = []
     for i, (url, code) in enumerate(img):
         cases.append((_line({"id": f"img-{i}", "text": t, "image_url": url}), code))
     text = [  # (text, code)
-        ("\u200b", S.EMPTY_TEXT),
-        ("\x01\x02\x7f", S.EMPTY_TEXT),
-        ("\ufeff", S.EMPTY_TEXT),
-        ("\u202e\u2066\u200d", S.EMPTY_TEXT),
-        ("\ufe0f", S.EMPTY_TEXT),  # a variation selector alone: no token
-        (12, S.TEXT_INVALID),
-        ({"a": 1}, S.TEXT_INVALID),
+        ("\u200b", codes.EMPTY_TEXT),
+        ("\x01\x02\x7f", codes.EMPTY_TEXT),
+        ("\ufeff", codes.EMPTY_TEXT),
+        ("\u202e\u2066\u200d", codes.EMPTY_TEXT),
+        ("\ufe0f", codes.EMPTY_TEXT),  # a variation selector alone: no token
+        (12, codes.TEXT_INVALID),
+        ({"a": 1}, codes.TEXT_INVALID),
         ("x" * 100_000, None),  # long (under the line cap): read in windows
     ]
     for i, (value, code) in enumerate(text):
         cases.append((_line({"id": f"text-{i}", "text": value}), code))
     records = [
-        (b"[" * 100_000, S.INVALID_RECORD),  # RecursionError in json.loads
-        (b'{"id": "deep", "text": ' + b'{"a": ' * 20_000 + b"1" + b"}" * 20_001, S.INVALID_RECORD),
-        (b'"just a string"', S.INVALID_RECORD),
-        (b'{"id": "nan", "text": NaN}', S.NO_USABLE_INPUT),
-        (b'{"id": "inf", "text": 1e999}', S.TEXT_INVALID),
-        (b'{"id": "bad-escape", "text": "\\ud800"}', S.TEXT_NOT_UTF8),
-        (b'{"id": "latin1", "text": "caf\xe9"}', S.TEXT_NOT_UTF8),
-        (b'{"id": "long-line", "text": "' + b"y" * (CAP + 10) + b'"}', S.RECORD_TOO_LARGE),
+        (b"[" * 100_000, codes.INVALID_RECORD),  # RecursionError in json.loads
+        (
+            b'{"id": "deep", "text": ' + b'{"a": ' * 20_000 + b"1" + b"}" * 20_001,
+            codes.INVALID_RECORD,
+        ),
+        (b'"just a string"', codes.INVALID_RECORD),
+        (b'{"id": "nan", "text": NaN}', codes.NO_USABLE_INPUT),
+        (b'{"id": "inf", "text": 1e999}', codes.TEXT_INVALID),
+        (b'{"id": "bad-escape", "text": "\\ud800"}', codes.TEXT_NOT_UTF8),
+        (b'{"id": "latin1", "text": "caf\xe9"}', codes.TEXT_NOT_UTF8),
+        (b'{"id": "long-line", "text": "' + b"y" * (CAP + 10) + b'"}', codes.RECORD_TOO_LARGE),
         (b'{"id": 123456789012345678901234567890, "text": "big id"}', None),
-        (b'{"text": "no id"}', S.MISSING_COLUMN),
-        (b"\x00\x01\x02 binary junk \xff\xfe", S.INVALID_RECORD),
+        (b'{"text": "no id"}', codes.MISSING_COLUMN),
+        (b"\x00\x01\x02 binary junk \xff\xfe", codes.INVALID_RECORD),
         (b'{"id": "ok-after-junk", "text": "still read"}', None),
     ]
     return cases + records
@@ -123,7 +126,7 @@ def csv_bytes() -> tuple[bytes, list[str | None]]:
     """A CSV with an unclosed quote in the middle: it costs its own row, not the rest."""
     rows = [b"id,text", b"c0,fine", b'c1,"an unclosed quote', b"c2,next row", b'c3,"quoted, ok"',
             b"c4,last"]  # fmt: skip
-    return b"\n".join(rows) + b"\n", [None, S.INVALID_RECORD, None, None, None]
+    return b"\n".join(rows) + b"\n", [None, codes.INVALID_RECORD, None, None, None]
 
 
 def truncated_gzip() -> tuple[bytes, int]:
@@ -142,7 +145,12 @@ def parquet_file(path: Path) -> list[str | None]:
                       "text": ["fine", "z" * (CAP + 1), "no id", None],
                       "image_url": [None, None, None, b"\x89PNG not really"]})  # fmt: skip
     pq.write_table(table, path)
-    return [None, S.RECORD_TOO_LARGE, S.MISSING_COLUMN, S.IMAGE_DECODE_ERROR]  # inline bytes
+    return [
+        None,
+        codes.RECORD_TOO_LARGE,
+        codes.MISSING_COLUMN,
+        codes.IMAGE_DECODE_ERROR,
+    ]  # inline bytes
 
 
 def write_dump(folder: Path, server) -> dict[str, list[str | None]]:

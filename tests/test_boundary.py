@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.boundary import concat_columns, describe, isolate
 
 
@@ -60,7 +60,7 @@ def pre():
 
 def test_a_row_that_breaks_the_preprocessor_is_its_own_internal_error(pre):
     batch = pre(["a fine day", Poison("x"), "a bad day"])
-    assert batch["text_status"].tolist() == [S.OK, S.INTERNAL_ERROR, S.OK]
+    assert batch["text_status"].tolist() == [codes.OK, codes.INTERNAL_ERROR, codes.OK]
     assert batch["has_text"].tolist() == [True, False, True]
     assert batch["error_detail"].tolist() == [None, "RuntimeError: poison", None]
 
@@ -75,7 +75,7 @@ def test_a_row_that_breaks_the_model_is_its_own_internal_error(pre):
     batch = pack_pixels(pre(["a fine day", "a photo", "a bad day"], [None, photo, photo]))
     batch["pixels"][2] = batch["pixels"][2][:100]  # a row of pixels cut short: reshape fails
     out = runner(batch)
-    assert out["error"].tolist() == [None, None, S.INTERNAL_ERROR]
+    assert out["error"].tolist() == [None, None, codes.INTERNAL_ERROR]
     assert out["label"][2] is None and np.isnan(out["score_positive"][2])
     assert out["label"][0] in runner.cfg.labels and out["modalities"].tolist()[:2] == [
         "text",
@@ -94,7 +94,7 @@ def test_a_record_that_does_not_load_is_its_rows_internal_error():
     batch = {"record": np.array([good, b"not a pickle", good], dtype=object),
              "input_file": np.array(["f"] * 3, dtype=object), "input_row": np.arange(3)}  # fmt: skip
     out = preprocess(batch, model_cfg=model_config(None), fetch_cfg=FetchCfg())
-    assert out["record_error"].tolist() == [None, S.INTERNAL_ERROR, None]
+    assert out["record_error"].tolist() == [None, codes.INTERNAL_ERROR, None]
     assert out["id"].tolist() == ["ok", None, "ok"] and out["input_row"].tolist() == [0, 1, 2]
     assert out["has_text"].tolist() == [True, False, True]
     assert out["error_detail"][1].startswith("UnpicklingError")

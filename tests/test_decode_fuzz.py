@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import PreprocessCfg
 from mmsent.preprocess import decode_image
 
@@ -27,8 +27,8 @@ FUZZ = settings(max_examples=12_000 if LONG else 400, deadline=None, derandomize
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
 SIZE = 32
 CFG = PreprocessCfg(max_image_pixels=4_000_000)  # a corrupted size field must not cost seconds
-CODES = {S.IMAGE_EMPTY, S.IMAGE_BYTES_TOO_LARGE, S.NOT_AN_IMAGE, S.IMAGE_FORMAT_UNSUPPORTED,
-         S.IMAGE_TOO_LARGE, S.IMAGE_TRUNCATED, S.IMAGE_DECODE_ERROR}  # fmt: skip
+CODES = {codes.IMAGE_EMPTY, codes.IMAGE_BYTES_TOO_LARGE, codes.NOT_AN_IMAGE, codes.IMAGE_FORMAT_UNSUPPORTED,
+         codes.IMAGE_TOO_LARGE, codes.IMAGE_TRUNCATED, codes.IMAGE_DECODE_ERROR}  # fmt: skip
 
 
 def _seeds() -> list[bytes]:
@@ -72,7 +72,7 @@ def _check(data: bytes) -> None:
     arr, status = decode_image(data, SIZE, CFG)
     again = decode_image(data, SIZE, CFG)
     assert status == again[1]
-    if status == S.OK:
+    if status == codes.OK:
         assert arr.shape == (SIZE, SIZE, 3) and arr.dtype == np.uint8
         assert np.array_equal(arr, again[0])
     else:
@@ -103,4 +103,4 @@ def test_a_batch_keeps_one_row_per_input(images):
     batch = pre([None] * len(images), images)
     assert batch["pixels"].shape == (len(images), SIZE, SIZE, 3)
     assert len(batch["image_status"]) == len(batch["has_image"]) == len(images)
-    assert batch["has_image"].tolist() == [s == S.OK for s in batch["image_status"]]
+    assert batch["has_image"].tolist() == [s == codes.OK for s in batch["image_status"]]

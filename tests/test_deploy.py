@@ -211,7 +211,7 @@ def test_api_token_reaches_every_serving_pod():
 
 def entrypoint():
     """(script in this repo, arguments parsed by score.py's own parser) of the RayJob."""
-    from mmsent.pipeline.score import parser
+    from mmsent.pipeline.cli import parser
 
     argv = shlex.split(JOB["spec"]["entrypoint"])
     assert argv[0] == "python" and argv[1].startswith(IMAGE_APP_DIR + "/"), argv

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from serve_helpers import connect_attempts, free_port, netguard
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import FetchCfg
 from mmsent.io.fetch import fetch, fetch_many
 
@@ -43,8 +43,8 @@ def fuzz(n: int):
 CFG = FetchCfg(timeout_s=0.5, deadline_s=0.5, retries=0, max_redirects=2, max_bytes=4096,
                schemes=["http", "https", "s3", "file"])  # fmt: skip
 GUARDED = dataclasses.replace(CFG, block_private_networks=True, schemes=["http", "https"])
-CODES = {S.OK, S.MISSING, S.IMAGE_NOT_FOUND, S.IMAGE_FETCH_TIMEOUT, S.IMAGE_FETCH_ERROR,
-         S.IMAGE_URL_INVALID, S.IMAGE_URL_FORBIDDEN, S.IMAGE_NOT_A_FILE, S.IMAGE_BYTES_TOO_LARGE}  # fmt: skip
+CODES = {codes.OK, codes.MISSING, codes.IMAGE_NOT_FOUND, codes.IMAGE_FETCH_TIMEOUT, codes.IMAGE_FETCH_ERROR,
+         codes.IMAGE_URL_INVALID, codes.IMAGE_URL_FORBIDDEN, codes.IMAGE_NOT_A_FILE, codes.IMAGE_BYTES_TOO_LARGE}  # fmt: skip
 
 LOOPBACK = ["127.0.0.1", "127.1", "127.0.0.255", "0x7f.1", "0x7f000001", "2130706433",
             "0177.0.0.1", "localhost", "LocalHost", "localhost.", "[::1]", "[0:0:0:0:0:0:0:1]",
@@ -164,11 +164,11 @@ def test_fetch_on_random_urls_never_raises_and_gives_one_stable_code(env, data):
         first, again = fetch(url, CFG), fetch(url, CFG)
     assert first.status in CODES, (first, url)
     assert again.status == first.status, url
-    assert (first.data is not None) == (first.status == S.OK)
+    assert (first.data is not None) == (first.status == codes.OK)
     assert_loopback_only(attempts)
     with connect_attempts() as attempts:  # the SSRF guard: every host here is loopback or unknown
         guarded = fetch(url, GUARDED)
-    assert guarded.status in CODES - {S.OK}, (guarded, url)
+    assert guarded.status in CODES - {codes.OK}, (guarded, url)
     assert attempts == []
 
 
@@ -194,6 +194,6 @@ def test_the_network_guard_refuses_dns_lookups_while_armed():
         for host in ("example.com", "images.example", "10.0.0.1", "0.0.0.0", "local\u200bhost"):
             with pytest.raises(socket.gaierror, match="netguard"):
                 socket.getaddrinfo(host, 80)
-        assert fetch("http://images.example/a.jpg", CFG).status == S.IMAGE_FETCH_ERROR
+        assert fetch("http://images.example/a.jpg", CFG).status == codes.IMAGE_FETCH_ERROR
     assert attempts == []
     socket.getaddrinfo("127.0.0.1", 80)  # disarmed: as before

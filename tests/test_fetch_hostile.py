@@ -17,7 +17,7 @@ import pytest
 from hostile_http import HostileServer
 from serve_helpers import connect_attempts
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import FetchCfg
 from mmsent.io.fetch import MAX_URL_CHARS, fetch, fetch_many
 
@@ -36,29 +36,29 @@ def redirects(n: int, to: str = "/img/cat") -> str:
 
 # (route, status, the bytes when ok) ; every route of HostileServer
 ROUTES = [
-    ("/img/cat", S.OK, IMAGE),
-    ("/trickle-headers?every=0.05", S.IMAGE_FETCH_TIMEOUT, None),  # ~9 s of headers
-    ("/trickle-body?n=4000&every=0.01", S.IMAGE_FETCH_TIMEOUT, None),  # ~40 s of body
-    ("/hang", S.IMAGE_FETCH_TIMEOUT, None),
-    ("/redirect?to=/img/cat", S.OK, IMAGE),  # the server closes the kept-alive connection
-    (redirects(3), S.OK, IMAGE),  # max_redirects hops
-    (redirects(4), S.IMAGE_FETCH_ERROR, None),  # one too many
-    ("/redirect?to=" + quote("http://[::1"), S.IMAGE_URL_INVALID, None),
-    ("/redirect?to=" + quote("https://[]/"), S.IMAGE_URL_INVALID, None),
-    ("/redirect?to=" + quote("http://[evil]/a.jpg"), S.IMAGE_URL_INVALID, None),
-    ("/redirect?to=" + quote("http://127.0.0.1:99999/a.jpg"), S.IMAGE_URL_INVALID, None),
-    ("/redirect?to=" + quote("http://127.0.0.1/a\x00.jpg"), S.IMAGE_URL_INVALID, None),
-    ("/redirect?to=" + quote("file:///etc/passwd"), S.IMAGE_URL_INVALID, None),
-    ("/lie-length?claim=5000&send=10", S.IMAGE_FETCH_ERROR, None),  # closed early: failed
-    ("/lie-length?claim=10&send=5000", S.OK, b"x" * 10),  # HTTP framing: Content-Length
-    ("/no-length?n=5000", S.OK, b"x" * 5000),
-    ("/no-length?n=100001", S.IMAGE_BYTES_TOO_LARGE, None),
-    ("/gzip-bomb?n=50000", S.OK, b"\0" * 50000),  # decoded
-    ("/gzip-bomb?n=20000000", S.IMAGE_BYTES_TOO_LARGE, None),  # 20 KB of gzip, 20 MB decoded
-    ("/status/503", S.IMAGE_FETCH_ERROR, None),
-    ("/status/404", S.IMAGE_NOT_FOUND, None),
-    ("/status/302", S.IMAGE_FETCH_ERROR, None),  # a redirect without Location
-    ("/garbage", S.IMAGE_FETCH_ERROR, None),
+    ("/img/cat", codes.OK, IMAGE),
+    ("/trickle-headers?every=0.05", codes.IMAGE_FETCH_TIMEOUT, None),  # ~9 s of headers
+    ("/trickle-body?n=4000&every=0.01", codes.IMAGE_FETCH_TIMEOUT, None),  # ~40 s of body
+    ("/hang", codes.IMAGE_FETCH_TIMEOUT, None),
+    ("/redirect?to=/img/cat", codes.OK, IMAGE),  # the server closes the kept-alive connection
+    (redirects(3), codes.OK, IMAGE),  # max_redirects hops
+    (redirects(4), codes.IMAGE_FETCH_ERROR, None),  # one too many
+    ("/redirect?to=" + quote("http://[::1"), codes.IMAGE_URL_INVALID, None),
+    ("/redirect?to=" + quote("https://[]/"), codes.IMAGE_URL_INVALID, None),
+    ("/redirect?to=" + quote("http://[evil]/a.jpg"), codes.IMAGE_URL_INVALID, None),
+    ("/redirect?to=" + quote("http://127.0.0.1:99999/a.jpg"), codes.IMAGE_URL_INVALID, None),
+    ("/redirect?to=" + quote("http://127.0.0.1/a\x00.jpg"), codes.IMAGE_URL_INVALID, None),
+    ("/redirect?to=" + quote("file:///etc/passwd"), codes.IMAGE_URL_INVALID, None),
+    ("/lie-length?claim=5000&send=10", codes.IMAGE_FETCH_ERROR, None),  # closed early: failed
+    ("/lie-length?claim=10&send=5000", codes.OK, b"x" * 10),  # HTTP framing: Content-Length
+    ("/no-length?n=5000", codes.OK, b"x" * 5000),
+    ("/no-length?n=100001", codes.IMAGE_BYTES_TOO_LARGE, None),
+    ("/gzip-bomb?n=50000", codes.OK, b"\0" * 50000),  # decoded
+    ("/gzip-bomb?n=20000000", codes.IMAGE_BYTES_TOO_LARGE, None),  # 20 KB of gzip, 20 MB decoded
+    ("/status/503", codes.IMAGE_FETCH_ERROR, None),
+    ("/status/404", codes.IMAGE_NOT_FOUND, None),
+    ("/status/302", codes.IMAGE_FETCH_ERROR, None),  # a redirect without Location
+    ("/garbage", codes.IMAGE_FETCH_ERROR, None),
 ]  # fmt: skip
 
 
@@ -98,10 +98,10 @@ def test_each_hostile_route_ends_with_its_code_within_the_deadline(hostile, rout
 def test_transient_failures_are_retried_within_the_deadline(hostile):
     before = hostile.hits["/status/503?again"]
     got, took = timed(hostile.url("/status/503?again"))
-    assert got.status == S.IMAGE_FETCH_ERROR and hostile.hits["/status/503?again"] - before == 2
+    assert got.status == codes.IMAGE_FETCH_ERROR and hostile.hits["/status/503?again"] - before == 2
     # a trickle uses the whole deadline on its first attempt: no second one after it
     got, took = timed(hostile.url("/trickle-body?n=4000&every=0.01&once"))
-    assert got.status == S.IMAGE_FETCH_TIMEOUT and took < DEADLINE + SLACK
+    assert got.status == codes.IMAGE_FETCH_TIMEOUT and took < DEADLINE + SLACK
     assert hostile.hits["/trickle-body?n=4000&every=0.01&once"] == 1
 
 
@@ -131,7 +131,7 @@ def test_a_fetch_thread_abandoned_by_its_caller_still_ends_at_the_deadline(hosti
     for t in threads:
         t.join(DEADLINE + SLACK)
     assert not any(t.is_alive() for t in threads)
-    assert [r.status for r in results] == [S.IMAGE_FETCH_TIMEOUT] * 2
+    assert [r.status for r in results] == [codes.IMAGE_FETCH_TIMEOUT] * 2
     assert new_threads(before) == []
 
 
@@ -155,7 +155,7 @@ def test_a_kept_alive_connection_the_server_dropped_is_replaced_not_failed():
     once = FetchCfg(timeout_s=2.0, deadline_s=2.0, retries=0)
     try:
         with connect_attempts() as attempts:
-            assert [fetch(url, once) for _ in range(3)] == [(b"cat", S.OK, None)] * 3
+            assert [fetch(url, once) for _ in range(3)] == [(b"cat", codes.OK, None)] * 3
         assert len(attempts) == 3  # each reuse failed, and was replaced at once
     finally:
         srv.close()
@@ -178,15 +178,17 @@ def test_a_kept_alive_connection_the_server_dropped_is_replaced_not_failed():
 def test_malformed_urls_are_invalid_without_any_connection(url):
     with connect_attempts() as attempts:
         got, took = timed(url)
-    assert got == (None, S.IMAGE_URL_INVALID, None)
+    assert got == (None, codes.IMAGE_URL_INVALID, None)
     assert attempts == [] and took < 0.5
 
 
 def test_non_strings_and_blanks():
-    assert fetch(None, CFG).status == fetch(float("nan"), CFG).status == S.MISSING
-    assert fetch(" \t\n", CFG).status == S.MISSING
+    assert fetch(None, CFG).status == fetch(float("nan"), CFG).status == codes.MISSING
+    assert fetch(" \t\n", CFG).status == codes.MISSING
     assert (
-        fetch(b"http://127.0.0.1/", CFG).status == fetch(["x"], CFG).status == S.IMAGE_URL_INVALID
+        fetch(b"http://127.0.0.1/", CFG).status
+        == fetch(["x"], CFG).status
+        == codes.IMAGE_URL_INVALID
     )
 
 
@@ -205,7 +207,7 @@ def test_local_paths_that_are_not_regular_files(tmp_path):
     try:
         for path in cases:
             got, took = timed(str(path), SMALL)
-            assert got == (None, S.IMAGE_NOT_A_FILE, None), path
+            assert got == (None, codes.IMAGE_NOT_A_FILE, None), path
             assert took < 0.5, path
     finally:
         sock.close()
@@ -216,21 +218,21 @@ def test_the_byte_cap_holds_while_reading_whatever_st_size_says(tmp_path):
     with open("/proc/self/environ", "rb") as f:
         assert len(f.read()) > SMALL.max_bytes
     got, took = timed("/proc/self/environ", SMALL)
-    assert got == (None, S.IMAGE_BYTES_TOO_LARGE, None) and took < 0.5
+    assert got == (None, codes.IMAGE_BYTES_TOO_LARGE, None) and took < 0.5
     (tmp_path / "16").write_bytes(b"x" * 16)
     (tmp_path / "17").write_bytes(b"x" * 17)
-    assert fetch(str(tmp_path / "16"), SMALL) == (b"x" * 16, S.OK, None)
-    assert fetch(f"file://{tmp_path / '16'}", SMALL) == (b"x" * 16, S.OK, None)
-    assert fetch(str(tmp_path / "17"), SMALL) == (None, S.IMAGE_BYTES_TOO_LARGE, None)
+    assert fetch(str(tmp_path / "16"), SMALL) == (b"x" * 16, codes.OK, None)
+    assert fetch(f"file://{tmp_path / '16'}", SMALL) == (b"x" * 16, codes.OK, None)
+    assert fetch(str(tmp_path / "17"), SMALL) == (None, codes.IMAGE_BYTES_TOO_LARGE, None)
 
 
 def test_missing_and_unreadable_paths(tmp_path):
     (tmp_path / "f").write_bytes(b"x")
-    assert fetch(str(tmp_path / "nope.jpg"), SMALL).status == S.IMAGE_NOT_FOUND
-    assert fetch(str(tmp_path / "f" / "x.jpg"), SMALL).status == S.IMAGE_NOT_FOUND
-    assert fetch("/" + "a" * 5000, SMALL).status == S.IMAGE_URL_INVALID  # name too long
+    assert fetch(str(tmp_path / "nope.jpg"), SMALL).status == codes.IMAGE_NOT_FOUND
+    assert fetch(str(tmp_path / "f" / "x.jpg"), SMALL).status == codes.IMAGE_NOT_FOUND
+    assert fetch("/" + "a" * 5000, SMALL).status == codes.IMAGE_URL_INVALID  # name too long
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
-    assert fetch(str(tmp_path / "loop"), SMALL).status == S.IMAGE_FETCH_ERROR
+    assert fetch(str(tmp_path / "loop"), SMALL).status == codes.IMAGE_FETCH_ERROR
 
 
 # ---- a hostile S3 endpoint ----------------------------------------------------------------------
@@ -279,7 +281,7 @@ def test_s3_reads_are_bounded_by_the_deadline(s3_endpoint, mode):
     s3_endpoint(mode)
     cfg = FetchCfg(timeout_s=5.0, deadline_s=DEADLINE, retries=0)
     got, took = timed("s3://bucket/key.jpg", cfg)
-    assert got == (None, S.IMAGE_FETCH_TIMEOUT, None)
+    assert got == (None, codes.IMAGE_FETCH_TIMEOUT, None)
     assert took < DEADLINE + SLACK, f"{took:.2f} s"
 
 
@@ -370,14 +372,14 @@ def tls_server(tmp_path, monkeypatch):
 def test_https_checks_the_name_on_the_connection_to_the_resolved_address(tls_server):
     port = tls_server
     with connect_attempts() as attempts:
-        assert fetch(f"https://localhost:{port}/img", CFG) == (b"hello", S.OK, None)
+        assert fetch(f"https://localhost:{port}/img", CFG) == (b"hello", codes.OK, None)
         # the certificate is for "localhost", not for the address dialled: refused, not retried
-        assert fetch(f"https://127.0.0.1:{port}/img", CFG) == (None, S.IMAGE_FETCH_ERROR, None)
+        assert fetch(f"https://127.0.0.1:{port}/img", CFG) == (None, codes.IMAGE_FETCH_ERROR, None)
     assert {host for host, _ in attempts} == {"127.0.0.1"}  # the name was resolved first
     assert len(attempts) == 2
 
 
 def test_a_tls_server_that_trickles_its_headers_ends_at_the_deadline(tls_server):
     got, took = timed(f"https://localhost:{tls_server}/trickle")
-    assert got == (None, S.IMAGE_FETCH_TIMEOUT, None)
+    assert got == (None, codes.IMAGE_FETCH_TIMEOUT, None)
     assert DEADLINE - 0.1 < took < DEADLINE + SLACK, f"{took:.2f} s"

@@ -11,7 +11,7 @@ import pytest
 from pipeline_support import ImageServer
 from serve_helpers import WebServer, connect_attempts
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import FetchCfg, ServeFetchCfg
 from mmsent.io.fetch import fetch, fetch_many
 
@@ -33,19 +33,23 @@ FAST = FetchCfg(timeout_s=0.5, retries=1, backoff_s=0.01)
 
 
 def test_http_statuses(server, photo):
-    assert fetch(server.url("img/chelsea"), FAST) == (photo, S.OK, None)
-    assert fetch(server.url("404/chelsea"), FAST) == (None, S.IMAGE_NOT_FOUND, None)
-    assert fetch(server.url("slow/chelsea"), FAST) == (None, S.IMAGE_FETCH_TIMEOUT, None)
+    assert fetch(server.url("img/chelsea"), FAST) == (photo, codes.OK, None)
+    assert fetch(server.url("404/chelsea"), FAST) == (None, codes.IMAGE_NOT_FOUND, None)
+    assert fetch(server.url("slow/chelsea"), FAST) == (None, codes.IMAGE_FETCH_TIMEOUT, None)
     assert server.hits["/slow/chelsea"] == 2  # a timeout is transient: retried once
-    assert fetch(server.url("404/x"), FAST)[1] == S.IMAGE_NOT_FOUND
+    assert fetch(server.url("404/x"), FAST)[1] == codes.IMAGE_NOT_FOUND
     assert server.hits["/404/x"] == 1  # a 404 is not retried
 
 
 def test_retry_after_transient_error(server, photo):
-    assert fetch(server.url("flaky/chelsea"), FAST) == (photo, S.OK, None)
+    assert fetch(server.url("flaky/chelsea"), FAST) == (photo, codes.OK, None)
     assert server.hits["/flaky/chelsea"] == 2
     no_retry = FetchCfg(timeout_s=0.5, retries=0)
-    assert fetch(server.url("flaky/chelsea?again"), no_retry) == (None, S.IMAGE_FETCH_ERROR, None)
+    assert fetch(server.url("flaky/chelsea?again"), no_retry) == (
+        None,
+        codes.IMAGE_FETCH_ERROR,
+        None,
+    )
 
 
 def test_bytes_that_are_not_images_are_fetched_then_judged_by_preprocessing(server):
@@ -53,24 +57,24 @@ def test_bytes_that_are_not_images_are_fetched_then_judged_by_preprocessing(serv
     from mmsent.config import PreprocessCfg
     from mmsent.preprocess import decode_image
 
-    codes = {}
+    got = {}
     for route in ("corrupt", "zero", "html", "truncated/chelsea"):
         data, status, _ = fetch(server.url(route), FAST)
-        assert status == S.OK
-        codes[route] = decode_image(data, 64, PreprocessCfg())[1]
-    assert codes == {"corrupt": S.IMAGE_DECODE_ERROR, "zero": S.IMAGE_EMPTY,
-                     "html": S.NOT_AN_IMAGE, "truncated/chelsea": S.IMAGE_TRUNCATED}  # fmt: skip
+        assert status == codes.OK
+        got[route] = decode_image(data, 64, PreprocessCfg())[1]
+    assert got == {"corrupt": codes.IMAGE_DECODE_ERROR, "zero": codes.IMAGE_EMPTY,
+                     "html": codes.NOT_AN_IMAGE, "truncated/chelsea": codes.IMAGE_TRUNCATED}  # fmt: skip
 
 
 def test_byte_cap(server, photo):
     small = FetchCfg(timeout_s=1.0, retries=0, max_bytes=len(photo) - 1)
-    assert fetch(server.url("img/chelsea"), small) == (None, S.IMAGE_BYTES_TOO_LARGE, None)
+    assert fetch(server.url("img/chelsea"), small) == (None, codes.IMAGE_BYTES_TOO_LARGE, None)
 
 
 def test_fetch_many_keeps_order_and_bounds_concurrency(server, photo):
     urls = [server.url(f"pause/chelsea?{i}") for i in range(9)] + [server.url("404/a"), None]
     data, status, _ = zip(*fetch_many(urls, FetchCfg(timeout_s=2.0, concurrency=3)), strict=True)
-    assert list(status) == [S.OK] * 9 + [S.IMAGE_NOT_FOUND, S.MISSING]
+    assert list(status) == [codes.OK] * 9 + [codes.IMAGE_NOT_FOUND, codes.MISSING]
     assert list(data[:9]) == [photo] * 9
     assert server.max_in_flight <= 3
 
@@ -86,7 +90,7 @@ def test_connections_to_one_host_are_kept_alive_with_or_without_the_ssrf_guard()
                 got = fetch_many(
                     [srv.url("/img/a.jpg")] * 12, dataclasses.replace(cfg, concurrency=3)
                 )
-            assert got == [(b"image bytes", S.OK, None)] * 12
+            assert got == [(b"image bytes", codes.OK, None)] * 12
             assert len(attempts) <= 3  # at most one connection per thread; the guarded run reuses
         assert len(srv.hits) == 24
     finally:
@@ -95,19 +99,19 @@ def test_connections_to_one_host_are_kept_alive_with_or_without_the_ssrf_guard()
 
 def test_bad_urls():
     cfg = FetchCfg(schemes=["http", "https", "s3"])
-    assert fetch("ftp://127.0.0.1/x.jpg", cfg)[1] == S.IMAGE_URL_INVALID
-    assert fetch("/etc/hostname", cfg)[1] == S.IMAGE_URL_INVALID  # file: not allowed here
-    assert fetch(17, cfg)[1] == S.IMAGE_URL_INVALID
-    assert fetch("  ", cfg)[1] == S.MISSING
+    assert fetch("ftp://127.0.0.1/x.jpg", cfg)[1] == codes.IMAGE_URL_INVALID
+    assert fetch("/etc/hostname", cfg)[1] == codes.IMAGE_URL_INVALID  # file: not allowed here
+    assert fetch(17, cfg)[1] == codes.IMAGE_URL_INVALID
+    assert fetch("  ", cfg)[1] == codes.MISSING
 
 
 def test_s3(s3_server, photo):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="fetch-test")
     s3.put_object(Bucket="fetch-test", Key="a b/cat.jpg", Body=photo)
-    assert fetch("s3://fetch-test/a%20b/cat.jpg", FAST) == (photo, S.OK, None)
-    assert fetch("s3://fetch-test/a b/cat.jpg", FAST) == (photo, S.OK, None)
-    assert fetch("s3://fetch-test/nope.jpg", FAST) == (None, S.IMAGE_NOT_FOUND, None)
-    assert fetch("s3://no-such-bucket/cat.jpg", FAST)[1] == S.IMAGE_NOT_FOUND
+    assert fetch("s3://fetch-test/a%20b/cat.jpg", FAST) == (photo, codes.OK, None)
+    assert fetch("s3://fetch-test/a b/cat.jpg", FAST) == (photo, codes.OK, None)
+    assert fetch("s3://fetch-test/nope.jpg", FAST) == (None, codes.IMAGE_NOT_FOUND, None)
+    assert fetch("s3://no-such-bucket/cat.jpg", FAST)[1] == codes.IMAGE_NOT_FOUND
     small = FetchCfg(max_bytes=100)
-    assert fetch("s3://fetch-test/a b/cat.jpg", small) == (None, S.IMAGE_BYTES_TOO_LARGE, None)
+    assert fetch("s3://fetch-test/a b/cat.jpg", small) == (None, codes.IMAGE_BYTES_TOO_LARGE, None)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from pipeline_support import ImageServer, texts, write_jsonl
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import FetchCfg, ScoreCfg
 from mmsent.pipeline.job import run
 
@@ -49,14 +49,14 @@ def test_s3_to_s3_every_row_once_with_its_error_code_on_shared_gpu(
         special = {
             "s3-rel": ("img/cat.jpg", None),  # relative to the input file's folder
             "s3-abs": ("s3://mm-score/dump/img/cat.jpg", None),
-            "s3-404": ("s3://mm-score/dump/img/dog.jpg", S.IMAGE_NOT_FOUND),
+            "s3-404": ("s3://mm-score/dump/img/dog.jpg", codes.IMAGE_NOT_FOUND),
             "http-ok": (srv.url("img/coffee"), None),
             "http-flaky": (srv.url("flaky/coffee"), None),  # 503, retried
-            "http-404": (srv.url("404/coffee"), S.IMAGE_NOT_FOUND),
-            "http-slow": (srv.url("slow/coffee"), S.IMAGE_FETCH_TIMEOUT),
-            "http-corrupt": (srv.url("corrupt"), S.IMAGE_DECODE_ERROR),
-            "http-html": (srv.url("html"), S.NOT_AN_IMAGE),
-            "http-zero": (srv.url("zero"), S.IMAGE_EMPTY),
+            "http-404": (srv.url("404/coffee"), codes.IMAGE_NOT_FOUND),
+            "http-slow": (srv.url("slow/coffee"), codes.IMAGE_FETCH_TIMEOUT),
+            "http-corrupt": (srv.url("corrupt"), codes.IMAGE_DECODE_ERROR),
+            "http-html": (srv.url("html"), codes.NOT_AN_IMAGE),
+            "http-zero": (srv.url("zero"), codes.IMAGE_EMPTY),
         }
         rows = [{"id": k, "text": t[i], "image_url": u, "n": i}
                 for i, (k, (u, _)) in enumerate(special.items())]  # fmt: skip
@@ -94,10 +94,10 @@ def test_s3_to_s3_every_row_once_with_its_error_code_on_shared_gpu(
     errors = {r["id"]: r["error"] for r in out}
     assert {k: errors[k] for k in special} == {k: e for k, (_, e) in special.items()}
     assert [errors[f"t{i}"] for i in range(10, 30)] == [None] * 20
-    assert errors["no-text"] == S.EMPTY_TEXT and errors["bad-utf8"] == S.TEXT_NOT_UTF8
+    assert errors["no-text"] == codes.EMPTY_TEXT and errors["bad-utf8"] == codes.TEXT_NOT_UTF8
     assert sorted(r["error"] for r in out if r["id"] is None) == [
-        S.INVALID_RECORD,
-        S.MISSING_COLUMN,
+        codes.INVALID_RECORD,
+        codes.MISSING_COLUMN,
     ]
     assert summary["rows"] == summary["input_rows"] == len(rows)
     assert summary["missing"] == summary["duplicates"] == 0
@@ -169,7 +169,7 @@ def test_actor_killed_mid_job_every_row_once(ray_local, photos, tmp_path):
     assert sorted(r["id"] for r in rows) == sorted([f"a{i}" for i in range(16)]
                                                    + [f"b{i}" for i in range(4)])  # fmt: skip
     assert result["missing"] == result["duplicates"] == 0
-    assert all(r["image_status"] == S.OK for r in rows if r["id"].startswith("b"))
+    assert all(r["image_status"] == codes.OK for r in rows if r["id"].startswith("b"))
 
 
 def test_stages_that_hold_every_cpu_still_finish(ray_local, tmp_path):

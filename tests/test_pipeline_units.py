@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from pipeline_support import texts, write_jsonl
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import PreprocessCfg, ScoreCfg
 from mmsent.pipeline import resume
 from mmsent.pipeline.files import list_inputs
-from mmsent.pipeline.readers import make_plan, read_rows
+from mmsent.pipeline.plan import make_plan, read_rows
 from mmsent.pipeline.rows import normalize_id, to_row
 from mmsent.preprocess import clean_text
 
@@ -39,14 +39,16 @@ def test_jsonl_rows_keys_and_bad_lines(tmp_path):
     plan, rows = rows_of(path)
     assert [n for n, *_ in rows] == [0, 3, 4, 5, 6]  # line numbers: stable keys
     assert rows[1][1] is None and rows[2][1] is None
-    assert [i.error for i in rows[1:3]] == [S.INVALID_RECORD] * 2 and "not an object" in rows[2][3]
+    assert [i.error for i in rows[1:3]] == [codes.INVALID_RECORD] * 2 and "not an object" in rows[
+        2
+    ][3]
     assert [p[:2] for p in plan.passthrough] == [("label", "input_label"), ("n", "n"),
                                                   ("extra", "extra")]  # fmt: skip
     ids = [to_row(r, plan, "/base") for _, r, *_ in rows]
     assert [i[0] for i in ids] == ["a", None, None, "b", "7"]
-    assert [i[3] for i in ids] == [None, S.INVALID_RECORD, S.INVALID_RECORD, None, None]
+    assert [i[3] for i in ids] == [None, codes.INVALID_RECORD, codes.INVALID_RECORD, None, None]
     assert ids[4][4] == (None, None, '{"k": [1]}')  # JSON values as JSON text
-    assert clean_text(ids[3][1], PreprocessCfg())[1] == S.TEXT_NOT_UTF8
+    assert clean_text(ids[3][1], PreprocessCfg())[1] == codes.TEXT_NOT_UTF8
 
 
 def test_ids_are_strings():
@@ -65,7 +67,7 @@ def test_csv_quoted_newlines_short_rows_gzip(tmp_path):
     # (both changed with the one reader of mmsent.io.dumps: record numbers and "" before)
     assert [n for n, *_ in rows] == [1, 4, 5]
     assert rows[0][1] == {"id": "1", "text": "two\nlines", "image_url": None, "lang": "en"}
-    assert [to_row(r, plan, "/b")[3] for _, r, *_ in rows] == [None, None, S.MISSING_COLUMN]
+    assert [to_row(r, plan, "/b")[3] for _, r, *_ in rows] == [None, None, codes.MISSING_COLUMN]
     assert [p[0] for p in plan.passthrough] == ["lang"]
 
 
@@ -79,7 +81,7 @@ def test_parquet_types_survive(tmp_path):
         "likes": pa.int64(), "tags": pa.list_(pa.string())}  # fmt: skip
     r0, r1 = (to_row(r, plan, "/b") for _, r, *_ in rows)
     assert r0[0] == str(big) and r0[4] == (big, ["a"]) and r0[3] is None
-    assert r1[3] == S.MISSING_COLUMN  # null id
+    assert r1[3] == codes.MISSING_COLUMN  # null id
 
 
 def test_list_inputs(tmp_path):
@@ -146,12 +148,12 @@ def test_udfs_by_hand(tmp_path, photos):
     stage = ModelStage(None, 0, plan.passthrough)
     tables = [stage(preprocess(b, model_cfg=model_cfg, fetch_cfg=cfg.fetch)) for b in blocks]
     out = pa.concat_tables(tables).to_pylist()
-    assert [r["error"] for r in out] == [None, S.IMAGE_TRUNCATED, S.EMPTY_TEXT, None,
-                                         S.MISSING_COLUMN, S.INVALID_RECORD]  # fmt: skip
+    assert [r["error"] for r in out] == [None, codes.IMAGE_TRUNCATED, codes.EMPTY_TEXT, None,
+                                         codes.MISSING_COLUMN, codes.INVALID_RECORD]  # fmt: skip
     assert [r["modalities"] for r in out] == ["text+image", "text", "", "image", "text", ""]
     assert out[0]["input_label"] == "gold" and out[0]["label"] in model_cfg.labels
     assert out[2]["label"] is None and out[2]["score_positive"] is None
-    assert out[3]["image_status"] == S.OK and out[3]["text_status"] == S.MISSING
+    assert out[3]["image_status"] == codes.OK and out[3]["text_status"] == codes.MISSING
     assert tables[0].schema.equals(tables[1].schema)  # same types whatever the rows hold
 
 
@@ -189,7 +191,7 @@ def test_output_table_from_ray_shaped_columns():
     rows = t.to_pylist()
     assert [r["id"] for r in rows] == [None, None] and [r["error"] for r in rows] == [
         None,
-        S.EMPTY_TEXT,
+        codes.EMPTY_TEXT,
     ]
     assert rows[1]["score_positive"] is None  # null, not NaN
     assert [r["likes"] for r in rows] == [2**62, None]  # exact; a string in an int column: null

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import ModelCfg, PreprocessCfg
 from mmsent.preprocess import (
     Preprocessor,
@@ -45,7 +45,7 @@ def test_real_photos_decode():
     assert len(files) >= 8
     for f in files:
         arr, status = decode_image(f.read_bytes(), 224, CFG)
-        assert status == S.OK, f
+        assert status == codes.OK, f
         assert arr.shape == (224, 224, 3) and arr.dtype == np.uint8
         assert arr.std() > 5, f  # a real picture, not a blank
 
@@ -59,7 +59,7 @@ def test_every_mode_to_rgb(mode, fmt, kw):
     im = halves()
     im = im.convert("I;16") if mode == "I;16" else im.convert(mode)
     arr, status = decode_image(encode(im, fmt, **kw), 32, CFG)
-    assert status == S.OK
+    assert status == codes.OK
     assert arr.shape == (32, 32, 3)
 
 
@@ -72,14 +72,14 @@ def test_transparency_goes_onto_white():
 def test_sixteen_bit_keeps_its_range():
     a = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     arr, status = decode_image(encode(Image.fromarray(a), "PNG"), 64, CFG)
-    assert status == S.OK and arr.min() < 10 and arr.max() > 245
+    assert status == codes.OK and arr.min() < 10 and arr.max() > 245
 
 
 def test_animated_gif_takes_the_first_frame():
     frames = [Image.new("RGB", (20, 20), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
     arr, status = decode_image(data, 8, CFG)
-    assert status == S.OK
+    assert status == codes.OK
     assert arr[..., 0].mean() > 200 and arr[..., 1].mean() < 50  # red, the first frame
 
 
@@ -88,7 +88,7 @@ def test_exif_orientation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     arr, status = decode_image(encode(im, "JPEG", exif=exif.tobytes(), quality=95), 40, CFG)
-    assert status == S.OK
+    assert status == codes.OK
     top, bottom = arr[:10].reshape(-1, 3).mean(0), arr[-10:].reshape(-1, 3).mean(0)
     assert top[0] > 200 and bottom[2] > 200  # red (was left) is now on top
 
@@ -97,19 +97,19 @@ def test_large_jpeg_uses_reduced_decoding_and_centre_crop():
     a = np.zeros((600, 1200, 3), np.uint8)
     a[:, 300:900] = 255  # white centre square, black sides
     arr, status = decode_image(encode(Image.fromarray(a), "JPEG", quality=95), 64, CFG)
-    assert status == S.OK and arr.mean() > 240  # the crop is the centre
+    assert status == codes.OK and arr.mean() > 240  # the crop is the centre
 
 
 def test_decompression_bomb_is_refused():
     bomb = encode(Image.new("1", (12_000, 12_000)), "PNG")  # ~30 KB that decodes to 144 Mpx
     assert len(bomb) < 200_000
-    assert decode_image(bomb, 64, CFG) == (None, S.IMAGE_TOO_LARGE)
+    assert decode_image(bomb, 64, CFG) == (None, codes.IMAGE_TOO_LARGE)
 
 
 @pytest.mark.parametrize(
     "data,code",
-    [(b"", S.IMAGE_EMPTY), (b"<html><body>Not found</body></html>", S.NOT_AN_IMAGE),
-     (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, S.IMAGE_DECODE_ERROR)],
+    [(b"", codes.IMAGE_EMPTY), (b"<html><body>Not found</body></html>", codes.NOT_AN_IMAGE),
+     (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, codes.IMAGE_DECODE_ERROR)],
 )  # fmt: skip
 def test_bad_bytes(data, code):
     assert decode_image(data, 64, CFG) == (None, code)
@@ -117,12 +117,15 @@ def test_bad_bytes(data, code):
 
 def test_truncated_and_oversized():
     jpeg = encode(halves((300, 300)), "JPEG")
-    assert decode_image(jpeg[: len(jpeg) // 2], 64, CFG) == (None, S.IMAGE_TRUNCATED)
+    assert decode_image(jpeg[: len(jpeg) // 2], 64, CFG) == (None, codes.IMAGE_TRUNCATED)
     assert decode_image(jpeg, 64, PreprocessCfg(max_image_bytes=100)) == (
         None,
-        S.IMAGE_BYTES_TOO_LARGE,
+        codes.IMAGE_BYTES_TOO_LARGE,
     )
-    assert decode_image(jpeg, 64, PreprocessCfg(max_image_pixels=1000)) == (None, S.IMAGE_TOO_LARGE)
+    assert decode_image(jpeg, 64, PreprocessCfg(max_image_pixels=1000)) == (
+        None,
+        codes.IMAGE_TOO_LARGE,
+    )
 
 
 def test_random_garbage_never_raises():
@@ -138,14 +141,14 @@ def test_random_garbage_never_raises():
     for _ in range(300):
         data = rng.choice(heads) + bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 400)))
         arr, status = decode_image(data, 32, CFG)
-        assert (arr is None) == S.is_error(status)
+        assert (arr is None) == codes.is_error(status)
 
 
 @pytest.mark.parametrize(
     "value,status",
-    [(None, S.MISSING), (float("nan"), S.MISSING), ("", S.EMPTY_TEXT), ("   \n", S.EMPTY_TEXT),
-     (b"\xff\xfe\x00bad", S.TEXT_NOT_UTF8), ("lone \ud800 surrogate", S.TEXT_NOT_UTF8), (42, S.TEXT_INVALID),
-     (["a"], S.TEXT_INVALID), ("fine", S.OK), ("caf\u00e9".encode(), S.OK)],
+    [(None, codes.MISSING), (float("nan"), codes.MISSING), ("", codes.EMPTY_TEXT), ("   \n", codes.EMPTY_TEXT),
+     (b"\xff\xfe\x00bad", codes.TEXT_NOT_UTF8), ("lone \ud800 surrogate", codes.TEXT_NOT_UTF8), (42, codes.TEXT_INVALID),
+     (["a"], codes.TEXT_INVALID), ("fine", codes.OK), ("caf\u00e9".encode(), codes.OK)],
 )  # fmt: skip
 def test_text_statuses(value, status):
     assert clean_text(value, CFG)[1] == status
@@ -156,18 +159,20 @@ def test_batch_statuses_and_long_texts_are_chunked():
     long_text = "This film is a delight from start to finish. " * 60  # ~600 tokens
     photo = encode(halves(), "JPEG")
     b = pre([long_text, None, "", "ok"], [photo, photo, None, b"nope"], [None, None, None, None])
-    assert b["text_status"].tolist() == [S.OK, S.MISSING, S.EMPTY_TEXT, S.OK]
-    assert b["image_status"].tolist() == [S.OK, S.OK, S.MISSING, S.NOT_AN_IMAGE]
+    assert b["text_status"].tolist() == [codes.OK, codes.MISSING, codes.EMPTY_TEXT, codes.OK]
+    assert b["image_status"].tolist() == [codes.OK, codes.OK, codes.MISSING, codes.NOT_AN_IMAGE]
     assert b["has_text"].tolist() == [True, False, False, True]
     assert b["has_image"].tolist() == [True, True, False, False]
     assert 4 <= b["text_chunks"][0] <= 8 and b["text_chunks"][3] == 1
     # a fetch error already known for a row is kept, and its bytes are not needed
-    b2 = pre(["x"], [None], [S.IMAGE_NOT_FOUND])
-    assert b2["image_status"].tolist() == [S.IMAGE_NOT_FOUND] and not b2["has_image"][0]
+    b2 = pre(["x"], [None], [codes.IMAGE_NOT_FOUND])
+    assert b2["image_status"].tolist() == [codes.IMAGE_NOT_FOUND] and not b2["has_image"][0]
     # a fetch that succeeded ("ok") still decodes its bytes: never a blank image marked present
-    b3 = pre(["x"], [photo], [S.OK])
+    b3 = pre(["x"], [photo], [codes.OK])
     assert (
-        b3["image_status"].tolist() == [S.OK] and b3["has_image"][0] and b3["pixels"][0].max() > 0
+        b3["image_status"].tolist() == [codes.OK]
+        and b3["has_image"][0]
+        and b3["pixels"][0].max() > 0
     )
 
 

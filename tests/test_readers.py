@@ -18,20 +18,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import DataCfg, FetchCfg, ImageTowerCfg, ModelCfg, ReadCfg, ScoreCfg
 from mmsent.io import dumps
 from mmsent.io.dumps import Count, Item, StorageError, count_file, read_records, resolve_image
 from mmsent.pipeline import summary
-from mmsent.pipeline.readers import MAX_PASSTHROUGH, make_plan, read_rows
+from mmsent.pipeline.plan import MAX_PASSTHROUGH, make_plan, read_rows
 from mmsent.pipeline.rows import Row, encode
 from mmsent.pipeline.stages import preprocess, read_unit
-from mmsent.train.readers import fetch_images, read_posts, read_table
+from mmsent.train.labelled import fetch_images, read_posts, read_table
 
 MiB = 1 << 20
 
 
-def codes(path, fmt="auto", **read) -> list[tuple[int, str | None]]:
+def read_codes(path, fmt="auto", **read) -> list[tuple[int, str | None]]:
     return [(i.row, i.error) for i in read_records(str(path), fmt, ReadCfg(**read))]
 
 
@@ -55,7 +55,7 @@ def test_deep_brackets_line_is_one_invalid_row_and_make_plan_survives(tmp_path):
     path = write(tmp_path / "d.jsonl", b'{"id": 1, "text": "a"}\n' + b"[" * 100_000 + b"\n"
                  + b'{"id": 2, "text": "b", "x": 1}\n')  # fmt: skip
     items = list(read_records(str(path)))
-    assert [(i.row, i.error) for i in items] == [(0, None), (1, S.INVALID_RECORD), (2, None)]
+    assert [(i.row, i.error) for i in items] == [(0, None), (1, codes.INVALID_RECORD), (2, None)]
     assert "nested deeper" in items[1].detail
     plan = make_plan(str(path), ScoreCfg(), set())  # used to raise RecursionError
     assert [p[0] for p in plan.passthrough] == ["x"]
@@ -70,7 +70,7 @@ def test_nesting_cap_and_json_kinds(tmp_path):
              b"1" * 5000, b'{"a": 1} trailing', b'{"id": "\\ud800"}']  # fmt: skip
     path = write(tmp_path / "d.jsonl", b"\n".join(lines) + b"\n")
     items = list(read_records(str(path)))
-    assert [i.error for i in items] == [None] + [S.INVALID_RECORD] * 6 + [None]
+    assert [i.error for i in items] == [None] + [codes.INVALID_RECORD] * 6 + [None]
     assert [i.detail for i in items[2:5]] == [f"a JSON {k}, not an object"
                                               for k in ("string", "number", "null")]  # fmt: skip
     assert "digits" in items[5].detail and items[6].detail.startswith("JSONDecodeError")
@@ -86,14 +86,14 @@ def test_line_cap_skips_a_long_line_in_bounded_memory(tmp_path):
         f.write(b'"}\n' + b" " * (3 * MiB) + b'\n{"id": 3}\n')  # a long blank line: no row
     tracemalloc.start()
     try:
-        got = codes(path, max_record_bytes=cap)
+        got = read_codes(path, max_record_bytes=cap)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert got == [(0, None), (1, S.RECORD_TOO_LARGE), (3, None)]
+    assert got == [(0, None), (1, codes.RECORD_TOO_LARGE), (3, None)]
     assert peak < 4 * cap  # the line was skipped in pieces
     assert count_file(str(path), cfg=ReadCfg(max_record_bytes=cap)) == Count(3, 3)
-    assert codes(path)[1] == (1, None)  # under the default cap it is a record
+    assert read_codes(path)[1] == (1, None)  # under the default cap it is a record
 
 
 def test_crlf_bom_and_bad_utf8_in_jsonl(tmp_path):
@@ -111,7 +111,7 @@ def csv_items(tmp_path, text: bytes, **read):
 
 def test_csv_unclosed_quote_mid_file_costs_one_row(tmp_path):
     items = csv_items(tmp_path, b'id,text\n1,a\n2,"unclosed\n3,b\n4,c\n')
-    assert [(i.row, i.error) for i in items] == [(1, None), (2, S.INVALID_RECORD), (3, None),
+    assert [(i.row, i.error) for i in items] == [(1, None), (2, codes.INVALID_RECORD), (3, None),
                                                  (4, None)]  # fmt: skip
     assert items[2].record == {"id": "3", "text": "b"} and "end of data" in items[1].detail
     assert count_file(str(tmp_path / "d.csv")) == Count(4, 4)
@@ -127,22 +127,22 @@ def test_csv_quote_closing_later_is_counted_or_capped(tmp_path):
     assert count == Count(3, 5)  # 5 data lines, 3 records: 2 lines inside quoted fields
     assert summary.input_counts({"f": count}, Counter(f=3))["lines_in_quoted_fields"] == 2
     capped = csv_items(tmp_path, text, max_record_lines=2)
-    assert [(i.row, i.error) for i in capped] == [(1, None), (2, S.RECORD_TOO_LARGE), (3, None),
+    assert [(i.row, i.error) for i in capped] == [(1, None), (2, codes.RECORD_TOO_LARGE), (3, None),
                                                   (4, None), (5, None)]  # fmt: skip
     assert capped[3].record == {"id": "4", "text": 'c"'}  # a quote inside a bare field: literal
 
 
 def test_csv_unclosed_quote_at_the_end(tmp_path):
     items = csv_items(tmp_path, b'id,text\n1,a\n2,b\n3,"no end')
-    assert [(i.row, i.error) for i in items] == [(1, None), (2, None), (3, S.INVALID_RECORD)]
+    assert [(i.row, i.error) for i in items] == [(1, None), (2, None), (3, codes.INVALID_RECORD)]
 
 
 def test_csv_crlf_bom_strictness_and_empty_cells(tmp_path):
     text = (b'\xef\xbb\xbfid,text,n\r\n1,"two\r\nlines",\r\n\r\n2,"a""b",x\r\n'
             b'3,"q"x,1\r\n4,bare\rcr,1\r\n5\r\n   \r\n6,caf\xe9,1,extra\r\n')  # fmt: skip
     items = csv_items(tmp_path, text)
-    assert [(i.row, i.error) for i in items] == [(1, None), (4, None), (5, S.INVALID_RECORD),
-                                                 (6, S.INVALID_RECORD), (7, None), (9, None)]  # fmt: skip
+    assert [(i.row, i.error) for i in items] == [(1, None), (4, None), (5, codes.INVALID_RECORD),
+                                                 (6, codes.INVALID_RECORD), (7, None), (9, None)]  # fmt: skip
     assert items[0].record == {"id": "1", "text": "two\r\nlines", "n": None}  # as csv keeps it
     assert items[1].record["text"] == 'a"b'
     assert items[4].record == {"id": "5"}  # short: the trailing columns are absent
@@ -155,8 +155,8 @@ def test_csv_caps_bytes_and_lines(tmp_path):
     long = b"y" * 5000
     text = b'id,text\n1,"' + long + b'"\n2,"a\n' + long + b'"\n3,ok\n'
     items = csv_items(tmp_path, text, max_record_bytes=4096)
-    assert [(i.row, i.error) for i in items] == [(1, S.RECORD_TOO_LARGE), (2, S.RECORD_TOO_LARGE),
-                                                 (3, S.RECORD_TOO_LARGE), (4, None)]  # fmt: skip
+    assert [(i.row, i.error) for i in items] == [(1, codes.RECORD_TOO_LARGE), (2, codes.RECORD_TOO_LARGE),
+                                                 (3, codes.RECORD_TOO_LARGE), (4, None)]  # fmt: skip
     # 2 reads its first line; its over-cap second line (3) is a row of its own when read again
     fields = csv_items(tmp_path, b"id,text\n1," + b"z" * 200_000 + b"\n")  # > csv's 131072 limit
     assert fields[0].error is None and len(fields[0].record["text"]) == 200_000
@@ -165,7 +165,10 @@ def test_csv_caps_bytes_and_lines(tmp_path):
 
 def test_csv_header_that_does_not_read(tmp_path):
     items = csv_items(tmp_path, b'id,"text\n1,a\n\n2,b\n')
-    assert [(i.row, i.error) for i in items] == [(1, S.INVALID_RECORD), (3, S.INVALID_RECORD)]
+    assert [(i.row, i.error) for i in items] == [
+        (1, codes.INVALID_RECORD),
+        (3, codes.INVALID_RECORD),
+    ]
     assert "header (line 0)" in items[0].detail
     assert count_file(str(tmp_path / "d.csv")) == Count(2, 2)
 
@@ -200,12 +203,12 @@ def test_corrupt_gzip_mid_file_keeps_what_was_read(tmp_path):
     assert [i.row for i in good] == list(range(len(good))) and good[-1].record["id"] == len(
         good
     ) - 1
-    assert (last.row, last.error) == (len(good), S.INPUT_READ_ERROR) and "zlib" in last.detail
+    assert (last.row, last.error) == (len(good), codes.INPUT_READ_ERROR) and "zlib" in last.detail
     assert list(read_records(str(path))) == items  # the same on a re-read
     assert count_file(str(path)) == Count(len(items), len(items))
     cut = write(tmp_path / "t.jsonl.gz", gz[:mid])  # truncated
-    assert codes(cut)[-1][1] == S.INPUT_READ_ERROR
-    assert read_table(str(cut))[2] == Counter({S.INPUT_READ_ERROR: 1})
+    assert read_codes(cut)[-1][1] == codes.INPUT_READ_ERROR
+    assert read_table(str(cut))[2] == Counter({codes.INPUT_READ_ERROR: 1})
 
 
 def test_truncated_and_corrupt_parquet(tmp_path):
@@ -214,7 +217,7 @@ def test_truncated_and_corrupt_parquet(tmp_path):
     whole = (tmp_path / "ok.parquet").read_bytes()
     cut = write(tmp_path / "cut.parquet", whole[: len(whole) // 2])
     items = list(read_records(str(cut)))
-    assert [(i.row, i.error) for i in items] == [(0, S.INPUT_READ_ERROR)]
+    assert [(i.row, i.error) for i in items] == [(0, codes.INPUT_READ_ERROR)]
     assert count_file(str(cut)) == Count(1, None) and dumps.parquet_schema(str(cut)) is None
     write(tmp_path / "z.parquet", whole)  # make_plan takes the types from the next file
     plan = make_plan(str(tmp_path / "*.parquet"), ScoreCfg(), set())
@@ -228,19 +231,24 @@ def test_parquet_cell_cap(tmp_path):
                   "tag": pa.array(["u", "v", "w"]).dictionary_encode()})  # fmt: skip
     pq.write_table(t, tmp_path / "d.parquet")
     items = list(read_records(str(tmp_path / "d.parquet"), cfg=ReadCfg(max_record_bytes=4000)))
-    assert [i.error for i in items] == [None, S.RECORD_TOO_LARGE, None]
+    assert [i.error for i in items] == [None, codes.RECORD_TOO_LARGE, None]
     assert items[2].record == {"id": "c", "text": None, "image_url": b"z" * 3000, "tag": "w"}
 
 
 def test_json_array_files(tmp_path):
     path = write(tmp_path / "a.json", b' \n[{"id": 1}, {"id": 2}, 3, [4]]\n')
-    assert codes(path) == [(0, None), (1, None), (2, S.INVALID_RECORD), (3, S.INVALID_RECORD)]
+    assert read_codes(path) == [
+        (0, None),
+        (1, None),
+        (2, codes.INVALID_RECORD),
+        (3, codes.INVALID_RECORD),
+    ]
     assert count_file(str(path)) == Count(4, None)
-    assert codes(path, max_json_array_bytes=10) == [(0, S.RECORD_TOO_LARGE)]
+    assert read_codes(path, max_json_array_bytes=10) == [(0, codes.RECORD_TOO_LARGE)]
     lines = write(tmp_path / "l.json", b'[1]\n{"id": 1}\n\n{"id": 2}\n')  # JSON lines named .json
-    assert codes(lines) == [(0, S.INVALID_RECORD), (1, None), (3, None)]
+    assert read_codes(lines) == [(0, codes.INVALID_RECORD), (1, None), (3, None)]
     assert count_file(str(lines)) == Count(3, 3)
-    assert codes(path, "jsonl")[0] == (1, S.INVALID_RECORD)  # format: jsonl reads lines
+    assert read_codes(path, "jsonl")[0] == (1, codes.INVALID_RECORD)  # format: jsonl reads lines
 
 
 def test_storage_errors_raise(tmp_path):
@@ -305,12 +313,12 @@ def test_relative_image_paths_stay_in_the_folder(dump_dir):
             "img/link/secret.jpg", "a\x00b", str(dump_dir / "outside/secret.jpg"), "http://h/x"]  # fmt: skip
     got = [resolve_image(r, base)[:2] for r in refs]
     assert got == [(f"{base}/img/ok.jpg", None), (f"{base}/img/alias.jpg", None),
-                   (None, S.IMAGE_URL_FORBIDDEN), (None, S.IMAGE_URL_FORBIDDEN),
-                   (None, S.IMAGE_URL_FORBIDDEN), (None, S.IMAGE_URL_INVALID),
+                   (None, codes.IMAGE_URL_FORBIDDEN), (None, codes.IMAGE_URL_FORBIDDEN),
+                   (None, codes.IMAGE_URL_FORBIDDEN), (None, codes.IMAGE_URL_INVALID),
                    (refs[6], None), ("http://h/x", None)]  # fmt: skip
     allow = ReadCfg(images_outside_input_dir=True)
     assert resolve_image("../outside/secret.jpg", base, allow)[1] is None
-    assert resolve_image("../x.jpg", "s3://b/dump")[1] == S.IMAGE_URL_FORBIDDEN
+    assert resolve_image("../x.jpg", "s3://b/dump")[1] == codes.IMAGE_URL_FORBIDDEN
     assert resolve_image("a/../x.jpg", "s3://b/dump")[0] == "s3://b/dump/x.jpg"
 
 
@@ -325,16 +333,24 @@ def test_forbidden_images_through_score_and_train(dump_dir):
     unit = np.array([json.dumps({"file": plan.files[0], "skip": []})])
     (block,) = read_unit({"unit": unit}, plan=plan, block_rows=8)
     rows = [pickle.loads(b) for b in block["record"]]
-    assert [r.image_status for r in rows] == [None, S.IMAGE_URL_FORBIDDEN, S.IMAGE_URL_FORBIDDEN]
+    assert [r.image_status for r in rows] == [
+        None,
+        codes.IMAGE_URL_FORBIDDEN,
+        codes.IMAGE_URL_FORBIDDEN,
+    ]
     assert rows[1].image is None and "leaves" in rows[1].detail
     model = ModelCfg(text=None, image=ImageTowerCfg(pretrained=None, image_size=32))
     out = preprocess(block, model_cfg=model, fetch_cfg=FetchCfg(retries=0))
-    assert list(out["image_status"]) == [S.OK, S.IMAGE_URL_FORBIDDEN, S.IMAGE_URL_FORBIDDEN]
+    assert list(out["image_status"]) == [
+        codes.OK,
+        codes.IMAGE_URL_FORBIDDEN,
+        codes.IMAGE_URL_FORBIDDEN,
+    ]
     assert out["error_detail"][2].endswith("leads out of the input file's folder")
     read = read_posts(str(path), DataCfg(image_column="image_url", labels=["pos"]))
-    assert read.stats["image_errors"] == {S.IMAGE_URL_FORBIDDEN: 2}
-    assert fetch_images(read.posts, FetchCfg(retries=0), model) == {S.OK: 1,
-                                                                    S.IMAGE_URL_FORBIDDEN: 2}  # fmt: skip
+    assert read.stats["image_errors"] == {codes.IMAGE_URL_FORBIDDEN: 2}
+    assert fetch_images(read.posts, FetchCfg(retries=0), model) == {codes.OK: 1,
+                                                                    codes.IMAGE_URL_FORBIDDEN: 2}  # fmt: skip
 
 
 # ---------------------------------------------------------------- plan, rows, summary
@@ -351,13 +367,13 @@ def test_make_plan_writable_and_bounded_column_names(tmp_path):
 
 def test_rows_carry_read_errors_and_a_record_that_fails_is_internal_error(tmp_path):
     plan = make_plan(str(write(tmp_path / "d.jsonl", b'{"id": 1}\n')), ScoreCfg(), set())
-    bad = pickle.loads(encode(Item(4, None, S.RECORD_TOO_LARGE, "a line over"), plan, "/b"))
-    assert bad == Row(None, None, None, S.RECORD_TOO_LARGE, (), "a line over", None)
+    bad = pickle.loads(encode(Item(4, None, codes.RECORD_TOO_LARGE, "a line over"), plan, "/b"))
+    assert bad == Row(None, None, None, codes.RECORD_TOO_LARGE, (), "a line over", None)
     loop: list = []
     loop.append(loop)  # a value no row can carry: json.dumps raises
     plan.passthrough = [("x", "x", pa.string())]
     row = pickle.loads(encode(Item(0, {"id": 1, "x": loop}), plan, "/b"))
-    assert row.error == S.INTERNAL_ERROR and row.detail.startswith("ValueError")
+    assert row.error == codes.INTERNAL_ERROR and row.detail.startswith("ValueError")
 
 
 def test_summary_counts_and_ok():
@@ -366,4 +382,4 @@ def test_summary_counts_and_ok():
     assert got == {"input_rows": 12, "input_lines": 12, "lines_in_quoted_fields": 4, "missing": 2}
     base = {"missing": 0, "duplicates": 0, "not_in_input": 0, "errors": {}}
     assert summary.ok(base)
-    assert not summary.ok({**base, "errors": {S.INPUT_READ_ERROR: 1}})  # a file cut short
+    assert not summary.ok({**base, "errors": {codes.INPUT_READ_ERROR: 1}})  # a file cut short

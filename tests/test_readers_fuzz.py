@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import ReadCfg
 from mmsent.io.dumps import count_file, read_records
 
@@ -128,7 +128,7 @@ def test_gzip_broken_streams(folder, kind, data, gz):
     raw = gzip.compress(SEEDS[kind], mtime=0)
     path.write_bytes(gzip.compress(data, mtime=0) if gz else mutated_bytes(raw, data))
     items = read_twice(path)
-    broken = [i for i in items if i.error == S.INPUT_READ_ERROR]
+    broken = [i for i in items if i.error == codes.INPUT_READ_ERROR]
     assert broken in ([], items[-1:])
     count = count_file(str(path), cfg=CFG)
     assert count.rows == len(items) and (kind == "csv" or count.lines == len(items))
@@ -203,7 +203,7 @@ def test_parquet(folder, data):
     path.write_bytes(data)
     items = read_twice(path)
     count = count_file(str(path), cfg=CFG)
-    broken = [i for i in items if i.error == S.INPUT_READ_ERROR]
+    broken = [i for i in items if i.error == codes.INPUT_READ_ERROR]
     assert broken in ([], items[-1:])
     event("broken at row 0" if items == broken else "broken after rows" if broken else "whole")
     if not broken:  # every row of the footer, once

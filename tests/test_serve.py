@@ -16,7 +16,7 @@ import pytest
 import requests
 from serve_helpers import NETGUARD_DIR, WebServer, free_port, netguard, tiny_checkpoint
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import ServeCfg, ServeFetchCfg
 from mmsent.sample_data import real_photos
 
@@ -106,7 +106,7 @@ def test_bearer_token_is_required(api, headers):
     for r in (requests.post(f"{api.url}/v1/sentiment", json={"text": "hi"}, headers=headers, timeout=30),
               requests.get(f"{api.url}/v1/model", headers=headers, timeout=30)):  # fmt: skip
         assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
-        assert r.json()["error"]["code"] == S.UNAUTHORIZED
+        assert r.json()["error"]["code"] == codes.UNAUTHORIZED
 
 
 def test_single_posts_agree_with_mmsent_predict(api, capsys):
@@ -147,36 +147,36 @@ def test_list_request_agrees_with_the_predictor_in_order(api):
     assert [g.get("id") for g in got] == [1, "two", None, None]
     for g, w in zip(got, want, strict=True):
         assert_same(g, w)
-    assert got[3]["status"] == {"text": S.EMPTY_TEXT, "image": S.OK}
+    assert got[3]["status"] == {"text": codes.EMPTY_TEXT, "image": codes.OK}
 
 
 def _hostile(api) -> list[tuple[str, dict, int, str]]:
     photo = api.photos[api.names[0]]
     big = bytes(range(256)) * 1000  # 256 KB, over the 200 KB image cap
     return [
-        ("not json", {"data": b"{'text': 1"}, 422, S.MALFORMED_REQUEST),
-        ("deep nesting", {"data": b"[" * 100_000 + b"]" * 100_000}, 422, S.MALFORMED_REQUEST),
-        ("wrong type", {"json": {"text": 5}}, 422, S.MALFORMED_REQUEST),
-        ("unknown field", {"json": {"text": "hi", "imageurl": "x"}}, 422, S.MALFORMED_REQUEST),
-        ("no input", {"json": {"id": 3}}, 422, S.MALFORMED_REQUEST),
-        ("two images", {"json": {"image_url": "http://a/b", "image_base64": "aGk="}}, 422, S.MALFORMED_REQUEST),
-        ("empty list", {"json": []}, 422, S.MALFORMED_REQUEST),
-        ("a number", {"json": 7}, 422, S.MALFORMED_REQUEST),
-        ("too many posts", {"json": [{"text": "hi"}] * 5}, 422, S.TOO_MANY_POSTS),
-        ("body too large", {"json": {"text": "x" * 600_000}}, 413, S.BODY_TOO_LARGE),
-        ("chunked body too large", {"data": iter([b'{"text": "', b"x" * 300_000, b"x" * 300_000, b'"}'])}, 413, S.BODY_TOO_LARGE),
-        ("base64 image too large", {"json": {"image_base64": b64(big)}}, 413, S.INVALID_POSTS),
-        ("upload too large", {"files": {"image": ("a.jpg", big, "image/jpeg")}}, 413, S.INVALID_POSTS),
-        ("fetched image too large", {"json": {"image_url": api.images.url("/big?n=250000")}}, 413, S.INVALID_POSTS),
-        ("not base64", {"json": {"text": "hi", "image_base64": "%%%%"}}, 422, S.INVALID_POSTS),
-        ("undecodable image", {"json": {"text": "hi", "image_base64": b64(b"<html>hi</html>")}}, 422, S.INVALID_POSTS),
-        ("truncated jpeg", {"json": {"image_base64": b64(photo[: len(photo) // 3])}}, 422, S.INVALID_POSTS),
-        ("undecodable upload", {"files": {"image": ("a.jpg", b"GIF89a junk", "image/gif")}}, 422, S.INVALID_POSTS),
-        ("broken multipart", {"data": b"--x\r\n", "headers": {"Content-Type": "multipart/form-data"}}, 422, S.MALFORMED_REQUEST),
-        ("lone surrogate", {"data": b'{"text": "\\ud800"}'}, 422, S.INVALID_POSTS),
-        ("blank text only", {"json": {"text": " \n "}}, 422, S.INVALID_POSTS),
-        ("image 404", {"json": {"image_url": api.images.url("/img/none.jpg")}}, 422, S.INVALID_POSTS),
-        ("file url", {"json": {"image_url": "file:///etc/passwd"}}, 422, S.INVALID_POSTS),
+        ("not json", {"data": b"{'text': 1"}, 422, codes.MALFORMED_REQUEST),
+        ("deep nesting", {"data": b"[" * 100_000 + b"]" * 100_000}, 422, codes.MALFORMED_REQUEST),
+        ("wrong type", {"json": {"text": 5}}, 422, codes.MALFORMED_REQUEST),
+        ("unknown field", {"json": {"text": "hi", "imageurl": "x"}}, 422, codes.MALFORMED_REQUEST),
+        ("no input", {"json": {"id": 3}}, 422, codes.MALFORMED_REQUEST),
+        ("two images", {"json": {"image_url": "http://a/b", "image_base64": "aGk="}}, 422, codes.MALFORMED_REQUEST),
+        ("empty list", {"json": []}, 422, codes.MALFORMED_REQUEST),
+        ("a number", {"json": 7}, 422, codes.MALFORMED_REQUEST),
+        ("too many posts", {"json": [{"text": "hi"}] * 5}, 422, codes.TOO_MANY_POSTS),
+        ("body too large", {"json": {"text": "x" * 600_000}}, 413, codes.BODY_TOO_LARGE),
+        ("chunked body too large", {"data": iter([b'{"text": "', b"x" * 300_000, b"x" * 300_000, b'"}'])}, 413, codes.BODY_TOO_LARGE),
+        ("base64 image too large", {"json": {"image_base64": b64(big)}}, 413, codes.INVALID_POSTS),
+        ("upload too large", {"files": {"image": ("a.jpg", big, "image/jpeg")}}, 413, codes.INVALID_POSTS),
+        ("fetched image too large", {"json": {"image_url": api.images.url("/big?n=250000")}}, 413, codes.INVALID_POSTS),
+        ("not base64", {"json": {"text": "hi", "image_base64": "%%%%"}}, 422, codes.INVALID_POSTS),
+        ("undecodable image", {"json": {"text": "hi", "image_base64": b64(b"<html>hi</html>")}}, 422, codes.INVALID_POSTS),
+        ("truncated jpeg", {"json": {"image_base64": b64(photo[: len(photo) // 3])}}, 422, codes.INVALID_POSTS),
+        ("undecodable upload", {"files": {"image": ("a.jpg", b"GIF89a junk", "image/gif")}}, 422, codes.INVALID_POSTS),
+        ("broken multipart", {"data": b"--x\r\n", "headers": {"Content-Type": "multipart/form-data"}}, 422, codes.MALFORMED_REQUEST),
+        ("lone surrogate", {"data": b'{"text": "\\ud800"}'}, 422, codes.INVALID_POSTS),
+        ("blank text only", {"json": {"text": " \n "}}, 422, codes.INVALID_POSTS),
+        ("image 404", {"json": {"image_url": api.images.url("/img/none.jpg")}}, 422, codes.INVALID_POSTS),
+        ("file url", {"json": {"image_url": "file:///etc/passwd"}}, 422, codes.INVALID_POSTS),
     ]  # fmt: skip
 
 
@@ -189,8 +189,8 @@ def test_hostile_inputs_get_a_clear_4xx_json_error(api):
         assert error["code"] == code and error["message"], name
         assert "Traceback" not in r.text and 'File "' not in r.text, name
     r = api.http.get(f"{api.url}/v1/sentiment", timeout=30)
-    assert r.status_code == 405 and r.json()["error"]["code"] == S.NOT_FOUND
-    assert api.http.get(f"{api.url}/nope", timeout=30).json()["error"]["code"] == S.NOT_FOUND
+    assert r.status_code == 405 and r.json()["error"]["code"] == codes.NOT_FOUND
+    assert api.http.get(f"{api.url}/nope", timeout=30).json()["error"]["code"] == codes.NOT_FOUND
 
 
 def test_ssrf_attempts_are_refused_without_connecting(api):
@@ -204,7 +204,7 @@ def test_ssrf_attempts_are_refused_without_connecting(api):
         r = post(api, {"text": "hi", "image_url": url})
         assert r.status_code == 422, (url, r.text)
         assert r.json()["error"]["details"] == [
-            {"index": None, "field": "image_url", "code": S.IMAGE_URL_FORBIDDEN}
+            {"index": None, "field": "image_url", "code": codes.IMAGE_URL_FORBIDDEN}
         ]
     assert api.target.hits == []  # the 127.0.0.1 server never saw a request
     assert len(api.images.hits) - hits_before == len(redirects)  # only the allowed first hops
@@ -219,8 +219,8 @@ def test_bounded_concurrent_load_has_no_5xx(api):
     payloads += [[{"text": "so bad"}, {"text": "fine", "image_base64": photo}]] * 12
     payloads += [{"txt": "malformed"}, {"image_url": "http://169.254.169.254/"}] * 6
     with ThreadPoolExecutor(12) as pool:
-        codes = list(pool.map(lambda p: post(api, p).status_code, payloads))
-    assert len(codes) == 48 and not [c for c in codes if c >= 500]
+        statuses = list(pool.map(lambda p: post(api, p).status_code, payloads))
+    assert len(statuses) == 48 and not [c for c in statuses if c >= 500]
     assert codes.count(200) == 36 and codes.count(422) == 12
     # posts of concurrent requests share forward passes (list requests alone make batches of 2)
     replica = api.http.get(f"{api.url}/v1/model", timeout=30).json()["batching"]["replica"]

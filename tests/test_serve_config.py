@@ -14,7 +14,6 @@ import requests
 import yaml
 from serve_helpers import free_port, tiny_checkpoint
 
-from mmsent import schema as S
 from mmsent.config import ConfigError
 from mmsent.serve.app import AppArgs, build_app, load_serve_config, main
 
@@ -133,12 +132,12 @@ def test_user_config_change_applies_in_place(deployed):
 def test_past_max_queued_requests_the_api_answers_503_with_retry_after(deployed):
     url = deployed[0]  # model: 2 ongoing + 2 queued; each batch waits 1 s for more posts
     responses = _burst(url, 12)
-    codes = sorted(r.status_code for r in responses)
-    assert set(codes) == {200, 503} and codes.count(200) >= 2, codes
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) == {200, 503} and statuses.count(200) >= 2, statuses
     for r in responses:
         if r.status_code == 503:
             assert r.headers["Retry-After"] == "1"
-            assert r.json()["error"]["code"] == S.OVERLOADED
+            assert r.json()["error"]["code"] == codes.OVERLOADED
 
 
 def test_a_health_check_whose_client_gives_up_does_not_wedge_healthz(deployed):

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 from serve_helpers import WebServer, connect_attempts
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import ServeFetchCfg
 from mmsent.io.fetch import fetch, is_public_address
 
@@ -58,7 +58,7 @@ def test_forbidden_hosts_are_refused_before_any_connection(servers):
     target, _ = servers
     with connect_attempts() as attempts:
         results = [fetch(url, cfg()) for url in forbidden_urls(target)]
-    assert results == [(None, S.IMAGE_URL_FORBIDDEN, None)] * len(results)
+    assert results == [(None, codes.IMAGE_URL_FORBIDDEN, None)] * len(results)
     assert attempts == [] and target.hits == []
 
 
@@ -68,7 +68,7 @@ def test_redirects_to_forbidden_hosts_are_refused_before_connecting(servers):
     urls = [allowed.url(f"/redirect?to={u}") for u in forbidden_urls(target)]
     with connect_attempts() as attempts:
         results = [fetch(url, cfg()) for url in urls]
-    assert results == [(None, S.IMAGE_URL_FORBIDDEN, None)] * len(urls)
+    assert results == [(None, codes.IMAGE_URL_FORBIDDEN, None)] * len(urls)
     assert target.hits == []
     assert {h for h, _ in attempts} <= {"127.0.0.2"}  # the first hop only
     assert len(allowed.hits) - before == len(urls)
@@ -78,11 +78,11 @@ def test_redirects_to_forbidden_hosts_are_refused_before_connecting(servers):
 def test_allow_listed_host_and_redirects_within_it_are_fetched(servers):
     _, allowed = servers
     hop = allowed.url("/redirect?to=/img/a.jpg")
-    assert fetch(allowed.url("/img/a.jpg"), cfg()) == (b"image bytes", S.OK, None)
-    assert fetch(hop, cfg()) == (b"image bytes", S.OK, None)
+    assert fetch(allowed.url("/img/a.jpg"), cfg()) == (b"image bytes", codes.OK, None)
+    assert fetch(hop, cfg()) == (b"image bytes", codes.OK, None)
     assert fetch(allowed.url("/img/a.jpg"), cfg(allow_networks=[])) == (
         None,
-        S.IMAGE_URL_FORBIDDEN,
+        codes.IMAGE_URL_FORBIDDEN,
         None,
     )
 
@@ -90,16 +90,16 @@ def test_allow_listed_host_and_redirects_within_it_are_fetched(servers):
 def test_host_header_carries_no_credentials(servers):
     _, allowed = servers
     url = f"http://user:secret@127.0.0.2:{allowed.port}/img/a.jpg"
-    assert fetch(url, cfg()) == (b"image bytes", S.OK, None)
+    assert fetch(url, cfg()) == (b"image bytes", codes.OK, None)
     assert allowed.hits[-1] == ("/img/a.jpg", f"127.0.0.2:{allowed.port}")
 
 
 @pytest.mark.parametrize(
     "url, status",
-    [("file:///etc/passwd", S.IMAGE_URL_INVALID), ("/etc/passwd", S.IMAGE_URL_INVALID),
-     ("gopher://127.0.0.2/x", S.IMAGE_URL_INVALID), ("http://127.0.0.2:99999/x", S.IMAGE_URL_INVALID),
-     ("http://127.0.0.2:port/x", S.IMAGE_URL_INVALID), ("http:///x", S.IMAGE_URL_INVALID),
-     ("s3://bucket/key", S.IMAGE_URL_INVALID)],
+    [("file:///etc/passwd", codes.IMAGE_URL_INVALID), ("/etc/passwd", codes.IMAGE_URL_INVALID),
+     ("gopher://127.0.0.2/x", codes.IMAGE_URL_INVALID), ("http://127.0.0.2:99999/x", codes.IMAGE_URL_INVALID),
+     ("http://127.0.0.2:port/x", codes.IMAGE_URL_INVALID), ("http:///x", codes.IMAGE_URL_INVALID),
+     ("s3://bucket/key", codes.IMAGE_URL_INVALID)],
 )  # fmt: skip
 def test_unsupported_or_malformed_urls_are_refused_without_connecting(url, status):
     with connect_attempts() as attempts:
@@ -110,22 +110,22 @@ def test_unsupported_or_malformed_urls_are_refused_without_connecting(url, statu
 def test_redirect_to_another_scheme_or_too_many_hops_fails(servers):
     _, allowed = servers
     to_file = allowed.url("/redirect?to=file:///etc/passwd")
-    assert fetch(to_file, cfg()) == (None, S.IMAGE_URL_INVALID, None)
+    assert fetch(to_file, cfg()) == (None, codes.IMAGE_URL_INVALID, None)
     loop = allowed.url("/redirect?to=/redirect%3Fto%3D/redirect%253Fto%253D/img/a.jpg")
-    assert fetch(loop, cfg(max_redirects=1)) == (None, S.IMAGE_FETCH_ERROR, None)
-    assert fetch(loop, cfg(max_redirects=3)) == (b"image bytes", S.OK, None)
+    assert fetch(loop, cfg(max_redirects=1)) == (None, codes.IMAGE_FETCH_ERROR, None)
+    assert fetch(loop, cfg(max_redirects=3)) == (b"image bytes", codes.OK, None)
 
 
 @pytest.mark.parametrize("query", ["n=5000", "n=5000&chunked=1"])
 def test_byte_cap_holds_with_and_without_content_length(servers, query):
     _, allowed = servers
     url = allowed.url(f"/big?{query}")
-    assert fetch(url, cfg(max_bytes=4096)) == (None, S.IMAGE_BYTES_TOO_LARGE, None)
-    assert fetch(url, cfg(max_bytes=5000)) == (b"x" * 5000, S.OK, None)
+    assert fetch(url, cfg(max_bytes=4096)) == (None, codes.IMAGE_BYTES_TOO_LARGE, None)
+    assert fetch(url, cfg(max_bytes=5000)) == (b"x" * 5000, codes.OK, None)
 
 
 def test_deadline_stops_a_server_that_trickles_bytes(servers):
     _, allowed = servers
     url = allowed.url("/trickle?n=40&every=0.05")  # ~2 s in all, each byte well within timeout_s
-    assert fetch(url, cfg(deadline_s=0.5)) == (None, S.IMAGE_FETCH_TIMEOUT, None)
-    assert fetch(url, cfg(deadline_s=None)) == (b"x" * 40, S.OK, None)
+    assert fetch(url, cfg(deadline_s=0.5)) == (None, codes.IMAGE_FETCH_TIMEOUT, None)
+    assert fetch(url, cfg(deadline_s=None)) == (b"x" * 40, codes.OK, None)

@@ -2,7 +2,7 @@
 JSON values and random bytes, and the ingress's whole parse -> images -> preprocess path
 (mmsent.serve.inputs, with the ingress's own Preprocessor of the tiny checkpoint) on post-shaped
 JSON with real, mutated and garbage images. The properties: nothing but a RequestError escapes,
-every RequestError is a 4xx with codes from mmsent.schema and a body that renders as JSON, a
+every RequestError is a 4xx with codes from mmsent.codes and a body that renders as JSON, a
 request that passes has one model input per post and ids that can be echoed back, and a re-run
 gives the same outcome. Image URLs are malformed, of a refused scheme or on hosts the SSRF guard
 refuses before any connection (checked: the test process's netguard log stays empty).
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from serve_helpers import connect_attempts, tiny_checkpoint
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import ModelCfg, ServeCfg, from_dict
 from mmsent.models.checkpoint import read_meta
 from mmsent.sample_data import real_photos
@@ -39,7 +39,7 @@ from mmsent.serve.inputs import (
 settings.register_profile("long", max_examples=3000, deadline=None, derandomize=False,
                           suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
-CODES = {v for k, v in vars(S).items() if k.isupper() and isinstance(v, str)}
+CODES = {v for k, v in vars(codes).items() if k.isupper() and isinstance(v, str)}
 
 
 def sized(n: int) -> settings:

@@ -27,7 +27,7 @@ from hostile_http import HostileServer
 from PIL import Image, ImageDraw
 from serve_helpers import NETGUARD_DIR, free_port, tiny_checkpoint
 
-from mmsent import schema as S
+from mmsent import codes
 from mmsent.config import ServeCfg, ServeFetchCfg
 from mmsent.sample_data import real_photos
 
@@ -93,7 +93,7 @@ def send(api, timeout: float = 60, **kw) -> requests.Response:
     return api.http.post(f"{api.url}/v1/sentiment", timeout=timeout, **kw)
 
 
-def codes(r: requests.Response) -> tuple[int, str, list[str]]:
+def answer(r: requests.Response) -> tuple[int, str, list[str]]:
     error = r.json()["error"]
     return r.status_code, error["code"], [d["code"] for d in error["details"]]
 
@@ -109,20 +109,20 @@ def _corpus(api) -> list[tuple[str, dict, int, str, list[str]]]:
     deep = b'{"text": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
     form = b'Content-Disposition: form-data; name="%s"\r\n\r\n%s'
     upload = b'Content-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-    INVALID, MALFORMED = S.INVALID_POSTS, S.MALFORMED_REQUEST
+    INVALID, MALFORMED = codes.INVALID_POSTS, codes.MALFORMED_REQUEST
     return [
         # malformed URLs, and a redirect to one
-        ("url [::1", {"json": {"image_url": "http://[::1/x"}}, 422, INVALID, [S.IMAGE_URL_INVALID]),
-        ("url []", {"json": {"image_url": "https://[]/"}}, 422, INVALID, [S.IMAGE_URL_INVALID]),
-        ("url [evil]", {"json": {"text": "hi", "image_url": "http://[evil]/a.jpg"}}, 422, INVALID, [S.IMAGE_URL_INVALID]),
-        ("redirect to [::1", {"json": {"image_url": h.url("/redirect?to=http://[::1")}}, 422, INVALID, [S.IMAGE_URL_INVALID]),
-        ("url in a list", {"json": [{"text": "fine"}, {"image_url": "http://[::1/x"}]}, 422, INVALID, [S.IMAGE_URL_INVALID]),
+        ("url [::1", {"json": {"image_url": "http://[::1/x"}}, 422, INVALID, [codes.IMAGE_URL_INVALID]),
+        ("url []", {"json": {"image_url": "https://[]/"}}, 422, INVALID, [codes.IMAGE_URL_INVALID]),
+        ("url [evil]", {"json": {"text": "hi", "image_url": "http://[evil]/a.jpg"}}, 422, INVALID, [codes.IMAGE_URL_INVALID]),
+        ("redirect to [::1", {"json": {"image_url": h.url("/redirect?to=http://[::1")}}, 422, INVALID, [codes.IMAGE_URL_INVALID]),
+        ("url in a list", {"json": [{"text": "fine"}, {"image_url": "http://[::1/x"}]}, 422, INVALID, [codes.IMAGE_URL_INVALID]),
         # text with no visible character
-        ("zero-width space", {"json": {"text": "\u200b"}}, 422, INVALID, [S.NO_USABLE_INPUT]),
-        ("control byte", {"json": {"text": "\x01"}}, 422, INVALID, [S.NO_USABLE_INPUT]),
-        ("bom", {"json": {"text": "\ufeff"}}, 422, INVALID, [S.NO_USABLE_INPUT]),
-        ("marks and spaces", {"json": {"text": "\u200e\u202e \u2060\t"}}, 422, INVALID, [S.NO_USABLE_INPUT]),
-        ("escaped NULs", {"json": {"text": "\u0000\u0000"}}, 422, INVALID, [S.NO_USABLE_INPUT]),
+        ("zero-width space", {"json": {"text": "\u200b"}}, 422, INVALID, [codes.NO_USABLE_INPUT]),
+        ("control byte", {"json": {"text": "\x01"}}, 422, INVALID, [codes.NO_USABLE_INPUT]),
+        ("bom", {"json": {"text": "\ufeff"}}, 422, INVALID, [codes.NO_USABLE_INPUT]),
+        ("marks and spaces", {"json": {"text": "\u200e\u202e \u2060\t"}}, 422, INVALID, [codes.NO_USABLE_INPUT]),
+        ("escaped NULs", {"json": {"text": "\u0000\u0000"}}, 422, INVALID, [codes.NO_USABLE_INPUT]),
         # nesting, numbers, types, NUL bytes
         ("deep nesting in a post", {"data": deep}, 422, MALFORMED, []),
         ("nesting under the limit", {"data": b'{"text": ' + b"[" * 500 + b"]" * 500 + b"}"}, 422, MALFORMED, [MALFORMED]),
@@ -140,7 +140,7 @@ def _corpus(api) -> list[tuple[str, dict, int, str, list[str]]]:
         ("raw NUL in a string", {"data": b'{"text": "a\x00b"}'}, 422, MALFORMED, []),
         ("NUL bytes", {"data": b"\x00" * 64}, 422, MALFORMED, []),
         ("UTF-16 garbage", {"data": "{\"text\": \"hi\"}".encode("utf-16")[:-1]}, 422, MALFORMED, []),
-        ("NUL in base64", {"json": {"image_base64": "aGk\u0000="}}, 422, INVALID, [S.IMAGE_BASE64_INVALID]),
+        ("NUL in base64", {"json": {"image_base64": "aGk\u0000="}}, 422, INVALID, [codes.IMAGE_BASE64_INVALID]),
         # multipart with garbage
         ("multipart garbage", {"data": os.urandom(2000), "headers": {"Content-Type": "multipart/form-data; boundary=xyz"}}, 422, MALFORMED, []),
         ("multipart no boundary", {"data": b"--\r\n\r\n", "headers": {"Content-Type": "multipart/form-data"}}, 422, MALFORMED, []),
@@ -149,13 +149,13 @@ def _corpus(api) -> list[tuple[str, dict, int, str, list[str]]]:
         ("multipart image as text", multipart([form % (b"image", b"not a file")]), 422, MALFORMED, []),
         ("multipart headless part", multipart([b"\r\n\r\nno headers at all", form % (b"text", b"hi")]), 422, MALFORMED, []),
         ("multipart unknown field", multipart([form % (b"\xff\xfe", b"x"), form % (b"text", b"hi")]), 422, MALFORMED, [MALFORMED]),
-        ("multipart garbage upload", multipart([upload + os.urandom(3000)]), 422, INVALID, [S.NOT_AN_IMAGE]),
-        ("multipart invisible text", multipart([form % (b"text", "\u200b".encode())]), 422, INVALID, [S.NO_USABLE_INPUT]),
+        ("multipart garbage upload", multipart([upload + os.urandom(3000)]), 422, INVALID, [codes.NOT_AN_IMAGE]),
+        ("multipart invisible text", multipart([form % (b"text", "\u200b".encode())]), 422, INVALID, [codes.NO_USABLE_INPUT]),
         # images over a cap: pixels decoded, bytes of the request (base64 and fetched)
-        ("too many image bytes", {"json": [{"image_base64": b64(os.urandom(290 * 1024))} for _ in range(8)]}, 413, S.REQUEST_IMAGES_TOO_LARGE, []),
-        ("too many fetched bytes", {"json": [{"image_url": h.url("/img/blob")} for _ in range(8)]}, 413, S.REQUEST_IMAGES_TOO_LARGE, []),
-        ("fetched and given bytes", {"json": [{"image_base64": b64(os.urandom(290 * 1024))}] * 6 + [{"image_url": h.url("/img/blob")}] * 2}, 413, S.REQUEST_IMAGES_TOO_LARGE, []),
-        ("photo and garbage", {"json": [{"image_base64": photo}, {"image_base64": b64(b"\x89PNG\r\n\x1a\n" + os.urandom(500))}]}, 422, INVALID, [S.IMAGE_DECODE_ERROR]),
+        ("too many image bytes", {"json": [{"image_base64": b64(os.urandom(290 * 1024))} for _ in range(8)]}, 413, codes.REQUEST_IMAGES_TOO_LARGE, []),
+        ("too many fetched bytes", {"json": [{"image_url": h.url("/img/blob")} for _ in range(8)]}, 413, codes.REQUEST_IMAGES_TOO_LARGE, []),
+        ("fetched and given bytes", {"json": [{"image_base64": b64(os.urandom(290 * 1024))}] * 6 + [{"image_url": h.url("/img/blob")}] * 2}, 413, codes.REQUEST_IMAGES_TOO_LARGE, []),
+        ("photo and garbage", {"json": [{"image_base64": photo}, {"image_base64": b64(b"\x89PNG\r\n\x1a\n" + os.urandom(500))}]}, 422, INVALID, [codes.IMAGE_DECODE_ERROR]),
     ]  # fmt: skip
 
 
@@ -164,7 +164,7 @@ def test_hostile_corpus_gets_a_4xx_with_its_code(api):
     for name, kw, status, code, details in _corpus(api):
         r = send(api, **kw)
         got = (r.status_code, r.headers["content-type"])
-        if got != (status, "application/json") or codes(r)[1:] != (code, details):
+        if got != (status, "application/json") or answer(r)[1:] != (code, details):
             failures.append((name, r.status_code, r.text[:300]))
         assert "Traceback" not in r.text, name
     assert failures == []
@@ -175,7 +175,7 @@ def test_invisible_text_next_to_an_image_is_empty_text_and_the_image_is_scored(a
         r = send(api, json={"text": text, "image_base64": b64(api.photo)})
         assert r.status_code == 200, r.text
         got = r.json()
-        assert got["status"] == {"text": S.EMPTY_TEXT, "image": S.OK}
+        assert got["status"] == {"text": codes.EMPTY_TEXT, "image": codes.OK}
         assert got["modalities_used"] == ["image"]
 
 
@@ -191,20 +191,20 @@ def test_odd_but_valid_values_are_scored(api):
 
 @pytest.mark.parametrize(
     "path, code",
-    [("/trickle-headers?every=0.2", S.IMAGE_FETCH_TIMEOUT),  # each byte well within timeout_s
-     ("/trickle-body?n=4000&every=0.01", S.IMAGE_FETCH_TIMEOUT),
-     ("/hang", S.IMAGE_FETCH_TIMEOUT),
-     ("/redirect?to=http://[::1", S.IMAGE_URL_INVALID),
-     ("/redirect?to=https://[]/", S.IMAGE_URL_INVALID),
-     ("/lie-length?claim=5000&send=10", S.IMAGE_FETCH_ERROR),  # the body ends early
-     ("/lie-length?claim=10&send=5000", S.NOT_AN_IMAGE),  # 10 bytes read, as declared
-     ("/garbage", S.IMAGE_FETCH_ERROR)],
+    [("/trickle-headers?every=0.2", codes.IMAGE_FETCH_TIMEOUT),  # each byte well within timeout_s
+     ("/trickle-body?n=4000&every=0.01", codes.IMAGE_FETCH_TIMEOUT),
+     ("/hang", codes.IMAGE_FETCH_TIMEOUT),
+     ("/redirect?to=http://[::1", codes.IMAGE_URL_INVALID),
+     ("/redirect?to=https://[]/", codes.IMAGE_URL_INVALID),
+     ("/lie-length?claim=5000&send=10", codes.IMAGE_FETCH_ERROR),  # the body ends early
+     ("/lie-length?claim=10&send=5000", codes.NOT_AN_IMAGE),  # 10 bytes read, as declared
+     ("/garbage", codes.IMAGE_FETCH_ERROR)],
 )  # fmt: skip
 def test_hostile_image_hosts_are_answered_within_the_fetch_deadline(api, path, code):
     start = time.monotonic()
     r = send(api, json={"text": "hi", "image_url": api.hostile.url(path)})
     took = time.monotonic() - start
-    assert codes(r) == (422, S.INVALID_POSTS, [code]), r.text
+    assert answer(r) == (422, codes.INVALID_POSTS, [code]), r.text
     assert took < DEADLINE_S + SLACK_S, f"{path}: answered after {took:.1f} s"
 
 
@@ -216,7 +216,7 @@ def test_eight_huge_pngs_are_refused_before_decoding(api):
     start = time.monotonic()
     r = send(api, json=[{"text": "big", "image_base64": data}] * 8)
     took = time.monotonic() - start
-    assert codes(r) == (413, S.INVALID_POSTS, [S.IMAGE_TOO_LARGE] * 8), r.text
+    assert answer(r) == (413, codes.INVALID_POSTS, [codes.IMAGE_TOO_LARGE] * 8), r.text
     print(
         f"8 PNGs of 7000x7000 ({len(data) * 3 // 4 // 1000} KB each): 413 in {took * 1000:.0f} ms"
     )
@@ -321,10 +321,10 @@ def test_a_post_the_model_fails_on_is_a_422_naming_it(tmp_path_factory):
     batch = Preprocessor(runner.cfg)(["good", "bad", "fine"])
     batch["input_ids"][1] = np.iinfo(np.int32).max
     columns = runner(batch)
-    assert list(columns["error"]) == [None, S.INTERNAL_ERROR, None]
+    assert list(columns["error"]) == [None, codes.INTERNAL_ERROR, None]
     check_scored({k: v[[0, 2]] for k, v in columns.items()}, single=False)  # the others: fine
     with pytest.raises(RequestError) as e:
         check_scored(columns, single=False)
-    assert (e.value.status, e.value.code) == (422, S.INVALID_POSTS)
-    assert [(d["index"], d["code"]) for d in e.value.details] == [(1, S.INTERNAL_ERROR)]
+    assert (e.value.status, e.value.code) == (422, codes.INVALID_POSTS)
+    assert [(d["index"], d["code"]) for d in e.value.details] == [(1, codes.INTERNAL_ERROR)]
     assert "IndexError" in e.value.details[0]["message"]

@@ -14,8 +14,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from mmsent import cli
-from mmsent import schema as S
+from mmsent import cli, codes
 from mmsent.models.checkpoint import DEFAULT_MODEL_DIR, load
 from mmsent.testing import tiny_text_encoder
 from mmsent.train import evaluate, trainer
@@ -114,7 +113,7 @@ def test_two_epoch_run_writes_every_artefact(run, dump):
     # every damaged image of the dump is counted (those rows trained text-only), none is lost
     rows = [json.loads(line) for line in (dump / "posts.jsonl").read_text().splitlines()]
     images = m["data"]["images"]
-    bad = sum(n for split in images.values() for code, n in split.items() if S.is_error(code))
+    bad = sum(n for split in images.values() for code, n in split.items() if codes.is_error(code))
     assert bad == sum("broken_image" in r for r in rows) > 0
     assert sum(sum(split.values()) for split in images.values()) == len(rows)
     model = load(run / "best")

@@ -10,12 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmsent import cli
-from mmsent import schema as S
+from mmsent import cli, codes
 from mmsent.config import ConfigError, DataCfg, FetchCfg, ImageTowerCfg, ModelCfg
 from mmsent.sample_data import real_photos
 from mmsent.train.data import make_label_map
-from mmsent.train.readers import fetch_images, read_posts
+from mmsent.train.labelled import fetch_images, read_posts
 
 ROWS = [  # a dump with its own column names and integer labels
     {"post_id": 7, "body": "love it", "pic": "img/a.jpg", "stars": 4},
@@ -60,7 +59,7 @@ def test_every_format_reads_the_same_posts(tmp_path, fmt):
     )  # counted, never silently lost
     assert read.stats["rows"] == len(ROWS) + read.stats["unreadable_rows"]
     counts = fetch_images(p, FetchCfg(), MODEL)
-    assert counts == {S.OK: 1, S.MISSING: 1, S.IMAGE_NOT_FOUND: 1}
+    assert counts == {codes.OK: 1, codes.MISSING: 1, codes.IMAGE_NOT_FOUND: 1}
     assert p.images[0] is not None and p.images[2] is None
 
 
@@ -88,9 +87,9 @@ def test_s3_dump_and_relative_images(s3_server, tmp_path):
     read = read_posts("s3://train-data/dump/posts.jsonl", CFG)
     assert read.posts.image_refs[0] == "s3://train-data/dump/img/a.jpg"
     assert fetch_images(read.posts, FetchCfg(retries=0), MODEL) == {
-        S.OK: 1,
-        S.MISSING: 1,
-        S.IMAGE_NOT_FOUND: 1,
+        codes.OK: 1,
+        codes.MISSING: 1,
+        codes.IMAGE_NOT_FOUND: 1,
     }
 
 
@@ -114,7 +113,7 @@ def test_make_demo_data_to_s3(s3_server):
     read = read_posts("s3://demo-dump/d1/posts.jsonl", DataCfg(group_column="slice"))
     assert len(read.posts) == 16 and set(read.posts.sources) == {"real_text", "image_carries"}
     counts = fetch_images(read.posts, FetchCfg(retries=0), MODEL)
-    assert counts[S.OK] >= 8  # every image_carries post has its photo on S3
+    assert counts[codes.OK] >= 8  # every image_carries post has its photo on S3
 
 
 def test_train_presets_parse():

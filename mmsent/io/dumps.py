@@ -81,7 +81,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .. import schema as S
+from .. import codes
 from ..boundary import describe
 from ..config import ConfigError, ReadCfg
 
@@ -326,13 +326,13 @@ def _json_item(n: int, raw: bytes | str | Any, parsed: bool = False) -> Item:
             text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
             rec = json.loads(text)
         except RecursionError:  # C json's own limit: the same answer as the depth check below
-            return Item(n, None, S.INVALID_RECORD, _DEEP)
+            return Item(n, None, codes.INVALID_RECORD, _DEEP)
         except Exception as e:  # noqa: BLE001 - whatever json.loads raises: the line is not JSON
-            return Item(n, None, S.INVALID_RECORD, describe(e))
+            return Item(n, None, codes.INVALID_RECORD, describe(e))
     if not isinstance(rec, dict):
-        return Item(n, None, S.INVALID_RECORD, f"a JSON {_kind(rec)}, not an object")
+        return Item(n, None, codes.INVALID_RECORD, f"a JSON {_kind(rec)}, not an object")
     if _too_deep(rec):
-        return Item(n, None, S.INVALID_RECORD, _DEEP)
+        return Item(n, None, codes.INVALID_RECORD, _DEEP)
     return Item(n, rec)
 
 
@@ -356,11 +356,11 @@ def _too_deep(rec: dict) -> bool:
 def _jsonl(lines: Iterable[tuple[int, Any]], cfg: ReadCfg) -> Iterator[Item]:
     for n, data in lines:
         if isinstance(data, _Broken):
-            yield Item(n, None, S.INPUT_READ_ERROR, data.detail)
+            yield Item(n, None, codes.INPUT_READ_ERROR, data.detail)
             return
         if isinstance(data, _Over):
             if data.ink:
-                yield Item(n, None, S.RECORD_TOO_LARGE, _line_over(cfg))
+                yield Item(n, None, codes.RECORD_TOO_LARGE, _line_over(cfg))
         elif data.strip():
             yield _json_item(n, data)
 
@@ -395,10 +395,10 @@ def _json_file(chunks: Iterator[bytes], cfg: ReadCfg) -> tuple[list[Item] | None
     if not array:
         return None, again()
     if broken is not None:
-        return [Item(0, None, S.INPUT_READ_ERROR, broken.detail)], iter(())
+        return [Item(0, None, codes.INPUT_READ_ERROR, broken.detail)], iter(())
     if size > cap:
         detail = f"a JSON array file over read.max_json_array_bytes ({cap} bytes)"
-        return [Item(0, None, S.RECORD_TOO_LARGE, detail)], iter(())
+        return [Item(0, None, codes.RECORD_TOO_LARGE, detail)], iter(())
     try:
         records = json.loads(b"".join(head).decode("utf-8", "surrogateescape"))
     except Exception:  # noqa: BLE001 - not one array: JSON lines (one may start with `[`)
@@ -440,7 +440,7 @@ def _csv_record(data: bytes, src: _Pushback, cfg: ReadCfg) -> tuple[list[str] | 
         return None, code, detail
 
     if isinstance(data, _Over):
-        return None, S.RECORD_TOO_LARGE, _line_over(cfg)
+        return None, codes.RECORD_TOO_LARGE, _line_over(cfg)
     s, size, pos, fields = data.decode("utf-8", "surrogateescape"), len(data), 0, []
     if '"' not in s and "\r" not in s[:-1]:  # most lines: no quotes, nothing to decide
         return s.removesuffix("\r").split(","), None, None
@@ -457,17 +457,17 @@ def _csv_record(data: bytes, src: _Pushback, cfg: ReadCfg) -> tuple[list[str] | 
                     break
                 nxt = next(src, None)  # the field goes on, on the next physical line
                 if nxt is None:
-                    return fail(S.INVALID_RECORD, "unexpected end of data in a quoted field")
+                    return fail(codes.INVALID_RECORD, "unexpected end of data in a quoted field")
                 taken.append(nxt)
                 d = nxt[1]
                 if isinstance(d, _Broken):
-                    return fail(S.INVALID_RECORD, "a quoted field cut short by a read error")
+                    return fail(codes.INVALID_RECORD, "a quoted field cut short by a read error")
                 if isinstance(d, _Over) or size + 1 + len(d) > cfg.max_record_bytes:
                     detail = f"a record over read.max_record_bytes ({cfg.max_record_bytes} bytes)"
-                    return fail(S.RECORD_TOO_LARGE, detail)
+                    return fail(codes.RECORD_TOO_LARGE, detail)
                 if 1 + len(taken) > cfg.max_record_lines:
                     detail = f"a record over read.max_record_lines ({cfg.max_record_lines} lines)"
-                    return fail(S.RECORD_TOO_LARGE, detail)
+                    return fail(codes.RECORD_TOO_LARGE, detail)
                 size += 1 + len(d)
                 parts.append("\n")
                 s, pos = d.decode("utf-8", "surrogateescape"), 0
@@ -481,9 +481,9 @@ def _csv_record(data: bytes, src: _Pushback, cfg: ReadCfg) -> tuple[list[str] | 
         if s[pos] == ",":
             pos += 1
         elif quoted:
-            return fail(S.INVALID_RECORD, "a closing quote not followed by ',' or the line end")
+            return fail(codes.INVALID_RECORD, "a closing quote not followed by ',' or the line end")
         else:
-            return fail(S.INVALID_RECORD, "a carriage return inside an unquoted field")
+            return fail(codes.INVALID_RECORD, "a carriage return inside an unquoted field")
 
 
 def _csv(lines: Iterator, cfg: ReadCfg) -> Iterator[Item]:
@@ -492,12 +492,12 @@ def _csv(lines: Iterator, cfg: ReadCfg) -> Iterator[Item]:
     header_error = None
     for n, data in src:
         if isinstance(data, _Broken):
-            yield Item(n, None, S.INPUT_READ_ERROR, data.detail)
+            yield Item(n, None, codes.INPUT_READ_ERROR, data.detail)
             return
         if not (data.ink if isinstance(data, _Over) else data.strip()):
             continue  # a blank line outside a record: not a row
         if header_error is not None:  # no columns to read any line by
-            yield Item(n, None, S.INVALID_RECORD, header_error)
+            yield Item(n, None, codes.INVALID_RECORD, header_error)
             continue
         fields, code, detail = _csv_record(data, src, cfg)
         if header is None:
@@ -559,7 +559,7 @@ def _parquet(uri: str, columns: list[str] | None, cfg: ReadCfg) -> Iterator[Item
         except StorageError:
             raise
         except Exception as e:  # noqa: BLE001 - truncated or corrupt: the rest cannot be read
-            yield Item(n, None, S.INPUT_READ_ERROR, describe(e))
+            yield Item(n, None, codes.INPUT_READ_ERROR, describe(e))
 
 
 _SIZED = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
@@ -580,7 +580,7 @@ def _parquet_batch(batch: pa.RecordBatch, first: int, cfg: ReadCfg) -> Iterator[
     detail = f"a row over read.max_record_bytes ({cfg.max_record_bytes} bytes)"
     for i in range(batch.num_rows):
         if over[i]:
-            yield Item(first + i, None, S.RECORD_TOO_LARGE, detail)
+            yield Item(first + i, None, codes.RECORD_TOO_LARGE, detail)
         else:
             yield Item(first + i, {k: v[i] for k, v in zip(names, values, strict=True)})
 
@@ -657,15 +657,19 @@ def resolve_image(
     shown = ref if len(ref) <= 80 else ref[:77] + "..."
     rel = posixpath.normpath(ref)  # lexical: "img/../../x" -> "../x"
     if rel == ".." or rel.startswith("../"):
-        return None, S.IMAGE_URL_FORBIDDEN, f"{shown!r} leaves the input file's folder"
+        return None, codes.IMAGE_URL_FORBIDDEN, f"{shown!r} leaves the input file's folder"
     path = f"{base}/{rel}"
     if "://" not in base:  # local: a symlink inside the folder may point out of it
         try:
             real = os.path.realpath(path)
         except (ValueError, OSError) as e:  # a NUL byte, a name that is no file name
-            return None, S.IMAGE_URL_INVALID, describe(e)
+            return None, codes.IMAGE_URL_INVALID, describe(e)
         if not os.path.join(real, "").startswith(_real_dir(base)):
-            return None, S.IMAGE_URL_FORBIDDEN, f"{shown!r} leads out of the input file's folder"
+            return (
+                None,
+                codes.IMAGE_URL_FORBIDDEN,
+                f"{shown!r} leads out of the input file's folder",
+            )
     return path, None, None
 
 

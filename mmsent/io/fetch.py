@@ -1,5 +1,5 @@
 """Fetch image bytes by path or URL (file, http(s), s3), every fetch bounded in time and bytes, with
-retries and, for serving, an SSRF guard. Failures are status codes (mmsent.schema), never exceptions.
+retries and, for serving, an SSRF guard. Failures are status codes (mmsent.codes), never exceptions.
 
     data, status, detail = fetch("s3://bucket/img.jpg", FetchCfg())   # a Fetched tuple
     results = fetch_many(urls, FetchCfg(concurrency=16))              # [Fetched], in order
@@ -55,7 +55,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import urllib3
 
-from .. import schema as S
+from .. import codes
 from ..boundary import describe
 from ..config import FetchCfg
 
@@ -84,7 +84,7 @@ class FetchFailure(Exception):
 
 class Fetched(NamedTuple):
     data: bytes | None
-    status: str  # mmsent.schema code: ok, missing or an image error
+    status: str  # mmsent.codes code: ok, missing or an image error
     detail: str | None = None  # what an internal_error was (boundary.describe)
 
 
@@ -93,7 +93,7 @@ def fetch(url: str | None, cfg: FetchCfg) -> Fetched:
     try:
         return _fetch(url, cfg)
     except Exception as e:  # noqa: BLE001 - the last resort: one URL never fails a batch
-        return Fetched(None, S.INTERNAL_ERROR, describe(e))
+        return Fetched(None, codes.INTERNAL_ERROR, describe(e))
 
 
 def fetch_many(urls, cfg: FetchCfg) -> list[Fetched]:
@@ -107,18 +107,18 @@ def fetch_many(urls, cfg: FetchCfg) -> list[Fetched]:
 
 def _fetch(url, cfg: FetchCfg) -> Fetched:
     if url is None or (isinstance(url, float) and url != url):
-        return Fetched(None, S.MISSING)
+        return Fetched(None, codes.MISSING)
     if not isinstance(url, str):
-        return Fetched(None, S.IMAGE_URL_INVALID)
+        return Fetched(None, codes.IMAGE_URL_INVALID)
     url = url.strip()
     if not url:
-        return Fetched(None, S.MISSING)
+        return Fetched(None, codes.MISSING)
     try:
         scheme = _scheme(url)
     except FetchFailure as e:
         return Fetched(None, e.status)
     if scheme not in cfg.schemes:
-        return Fetched(None, S.IMAGE_URL_INVALID)
+        return Fetched(None, codes.IMAGE_URL_INVALID)
     reader = {"s3": _read_s3, "http": _read_http, "https": _read_http, "file": _read_file}[scheme]
     deadline = _Deadline(cfg.deadline_s)
     _local.deadline = deadline  # the connections this thread opens are watched under it
@@ -133,7 +133,7 @@ def _attempts(reader, url: str, cfg: FetchCfg, deadline: _Deadline) -> Fetched:
     delay = cfg.backoff_s
     for attempt in range(cfg.retries + 1):
         try:
-            return Fetched(reader(url, cfg, deadline), S.OK)
+            return Fetched(reader(url, cfg, deadline), codes.OK)
         except FetchFailure as e:
             failure = e
         pause = delay * (0.5 + random.random())
@@ -148,15 +148,15 @@ def _scheme(url: str) -> str:
     """The scheme of a URL, "file" for a plain path; raises FetchFailure(image_url_invalid) on
     what no reader may see: control characters, lone surrogates, over-long strings."""
     if len(url) > MAX_URL_CHARS or _CONTROL.search(url):
-        raise FetchFailure(S.IMAGE_URL_INVALID)
+        raise FetchFailure(codes.IMAGE_URL_INVALID)
     try:
         url.encode("utf-8")
     except UnicodeError:  # lone surrogates (e.g. from a lenient JSON parser)
-        raise FetchFailure(S.IMAGE_URL_INVALID) from None
+        raise FetchFailure(codes.IMAGE_URL_INVALID) from None
     if m := _SCHEME.match(url):
         return m.group(1).lower()
     if "://" in url:
-        raise FetchFailure(S.IMAGE_URL_INVALID)
+        raise FetchFailure(codes.IMAGE_URL_INVALID)
     return "file"
 
 
@@ -184,7 +184,7 @@ class _Deadline:
         """`timeout_s` clipped to what is left; raises image_fetch_timeout when nothing is."""
         left = self.left()
         if left <= 0 or self.expired:
-            raise FetchFailure(S.IMAGE_FETCH_TIMEOUT)
+            raise FetchFailure(codes.IMAGE_FETCH_TIMEOUT)
         return min(timeout_s, left)
 
 
@@ -355,7 +355,7 @@ def _http_target(url: str, cfg: FetchCfg) -> _Target:
     """Parse an http(s) URL strictly; anything malformed is image_url_invalid."""
     scheme = _scheme(url)  # control characters, length (a redirect's URL is checked here)
     if scheme not in ("http", "https") or scheme not in cfg.schemes:
-        raise FetchFailure(S.IMAGE_URL_INVALID)
+        raise FetchFailure(codes.IMAGE_URL_INVALID)
     try:
         parts = urlsplit(url)
         port, host = parts.port, parts.hostname  # raise on bad brackets, ports, IPv6 literals
@@ -363,10 +363,10 @@ def _http_target(url: str, cfg: FetchCfg) -> _Target:
         if parts.query:
             target += "?" + quote(parts.query, safe="/?%:@!$&'()*+,;=~")
     except ValueError:
-        raise FetchFailure(S.IMAGE_URL_INVALID) from None
+        raise FetchFailure(codes.IMAGE_URL_INVALID) from None
     hostport = parts.netloc.rpartition("@")[2]  # urlsplit lets "[::1]]" and zones through
     if not host or port == 0 or not _HOSTPORT.fullmatch(hostport):
-        raise FetchFailure(S.IMAGE_URL_INVALID)
+        raise FetchFailure(codes.IMAGE_URL_INVALID)
     host = _ascii_host(host, bracketed=hostport.startswith("["))
     bracketed = f"[{host}]" if ":" in host else host
     header = bracketed + (f":{port}" if port else "")
@@ -378,15 +378,15 @@ def _ascii_host(host: str, bracketed: bool) -> str:
         try:
             return ipaddress.IPv6Address(host).compressed
         except ValueError:
-            raise FetchFailure(S.IMAGE_URL_INVALID) from None
+            raise FetchFailure(codes.IMAGE_URL_INVALID) from None
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii").lower()
         except UnicodeError:
-            raise FetchFailure(S.IMAGE_URL_INVALID) from None
+            raise FetchFailure(codes.IMAGE_URL_INVALID) from None
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
     if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise FetchFailure(S.IMAGE_URL_INVALID)
+        raise FetchFailure(codes.IMAGE_URL_INVALID)
     return host
 
 
@@ -404,9 +404,9 @@ def _read_http(url: str, cfg: FetchCfg, deadline: _Deadline) -> bytes:
                     reusable = True
                 continue
             if resp.status in (404, 410):
-                raise FetchFailure(S.IMAGE_NOT_FOUND)
+                raise FetchFailure(codes.IMAGE_NOT_FOUND)
             if resp.status != 200:
-                raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=resp.status in TRANSIENT_HTTP)
+                raise FetchFailure(codes.IMAGE_FETCH_ERROR, transient=resp.status in TRANSIENT_HTTP)
             with _network(deadline):
                 data = _read_body(resp, cfg, deadline)
             reusable = True
@@ -415,7 +415,7 @@ def _read_http(url: str, cfg: FetchCfg, deadline: _Deadline) -> bytes:
             if not reusable:  # unread body bytes: the connection cannot serve another request
                 resp.close()
             resp.release_conn()
-    raise FetchFailure(S.IMAGE_FETCH_ERROR)  # too many redirects
+    raise FetchFailure(codes.IMAGE_FETCH_ERROR)  # too many redirects
 
 
 def _join(url: str, location: str) -> str:
@@ -424,7 +424,7 @@ def _join(url: str, location: str) -> str:
     try:
         return urljoin(url, location)
     except ValueError:  # e.g. "http://[::1"
-        raise FetchFailure(S.IMAGE_URL_INVALID) from None
+        raise FetchFailure(codes.IMAGE_URL_INVALID) from None
 
 
 def _request(t: _Target, addrs: list[str], cfg: FetchCfg, deadline: _Deadline):
@@ -458,7 +458,7 @@ def _request(t: _Target, addrs: list[str], cfg: FetchCfg, deadline: _Deadline):
                         raise
                     # a kept-alive connection the server had closed meanwhile: the request
                     # goes once more, on a new connection (the failed one was closed)
-    raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=True)
+    raise FetchFailure(codes.IMAGE_FETCH_ERROR, transient=True)
 
 
 def _addresses(host: str, port: int, cfg: FetchCfg, deadline: _Deadline) -> list[str]:
@@ -470,7 +470,7 @@ def _addresses(host: str, port: int, cfg: FetchCfg, deadline: _Deadline) -> list
     if cfg.block_private_networks:
         allow = tuple(ipaddress.ip_network(n, strict=False) for n in cfg.allow_networks)
         if not all(is_public_address(a, allow) for a in addrs):
-            raise FetchFailure(S.IMAGE_URL_FORBIDDEN)
+            raise FetchFailure(codes.IMAGE_URL_FORBIDDEN)
     return addrs
 
 
@@ -486,14 +486,14 @@ def _resolve(host: str, port: int, deadline: _Deadline) -> list[str]:
         infos = future.result(timeout=None if left == math.inf else left)
     except FutureTimeout:
         future.cancel()  # a lookup still queued never runs
-        raise FetchFailure(S.IMAGE_FETCH_TIMEOUT) from None
+        raise FetchFailure(codes.IMAGE_FETCH_TIMEOUT) from None
     except socket.gaierror as e:  # no such name (permanent) or a resolver failure (transient)
-        raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=e.errno == socket.EAI_AGAIN) from None
+        raise FetchFailure(codes.IMAGE_FETCH_ERROR, transient=e.errno == socket.EAI_AGAIN) from None
     except (OSError, UnicodeError):
-        raise FetchFailure(S.IMAGE_FETCH_ERROR) from None
+        raise FetchFailure(codes.IMAGE_FETCH_ERROR) from None
     addrs = list(dict.fromkeys(info[4][0] for info in infos))
     if not addrs:
-        raise FetchFailure(S.IMAGE_FETCH_ERROR)
+        raise FetchFailure(codes.IMAGE_FETCH_ERROR)
     with _State.lock:
         if len(_State.names) >= _DNS_ENTRIES:
             _State.names.pop(next(iter(_State.names)))
@@ -511,12 +511,12 @@ def _resolver() -> ThreadPoolExecutor:
 def _read_body(resp, cfg: FetchCfg, deadline: _Deadline) -> bytes:
     length = resp.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > cfg.max_bytes:
-        raise FetchFailure(S.IMAGE_BYTES_TOO_LARGE)
+        raise FetchFailure(codes.IMAGE_BYTES_TOO_LARGE)
     # read1: one socket read (or one bounded decoding step) per call, so the cap counts decoded
     # bytes as they come and the deadline is checked between reads
     data = _read_capped(resp.read1, cfg, deadline)
     if deadline.expired:  # the watchdog's shutdown looks like the end of a body without length
-        raise FetchFailure(S.IMAGE_FETCH_TIMEOUT)
+        raise FetchFailure(codes.IMAGE_FETCH_TIMEOUT)
     return data
 
 
@@ -527,9 +527,9 @@ def _read_capped(read, cfg: FetchCfg, deadline: _Deadline) -> bytes:
     while chunk := read(min(_CHUNK, cfg.max_bytes + 1 - size)):
         size += len(chunk)
         if size > cfg.max_bytes:
-            raise FetchFailure(S.IMAGE_BYTES_TOO_LARGE)
+            raise FetchFailure(codes.IMAGE_BYTES_TOO_LARGE)
         if deadline.passed():
-            raise FetchFailure(S.IMAGE_FETCH_TIMEOUT)
+            raise FetchFailure(codes.IMAGE_FETCH_TIMEOUT)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -544,13 +544,13 @@ def _network(deadline: _Deadline):
         raise
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as e:
         if deadline.passed():
-            raise FetchFailure(S.IMAGE_FETCH_TIMEOUT) from None
+            raise FetchFailure(codes.IMAGE_FETCH_TIMEOUT) from None
         timed_out = isinstance(e, (urllib3.exceptions.TimeoutError, TimeoutError))
         if timed_out and not isinstance(e, urllib3.exceptions.NewConnectionError):  # (a subclass)
-            raise FetchFailure(S.IMAGE_FETCH_TIMEOUT, transient=True) from None
+            raise FetchFailure(codes.IMAGE_FETCH_TIMEOUT, transient=True) from None
         # a certificate or a content encoding that is wrong now will be wrong on a retry
         permanent = isinstance(e, (urllib3.exceptions.SSLError, urllib3.exceptions.DecodeError))
-        raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=not permanent) from None
+        raise FetchFailure(codes.IMAGE_FETCH_ERROR, transient=not permanent) from None
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -585,27 +585,27 @@ def _read_file(url: str, cfg: FetchCfg, deadline: _Deadline) -> bytes:
     path = _file_path(url)
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # never open a device (opening may act)
-            raise FetchFailure(S.IMAGE_NOT_A_FILE)
+            raise FetchFailure(codes.IMAGE_NOT_A_FILE)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise FetchFailure(S.IMAGE_NOT_FOUND) from None
+        raise FetchFailure(codes.IMAGE_NOT_FOUND) from None
     except OSError as e:
-        raise FetchFailure(_FILE_ERRORS.get(e.errno, S.IMAGE_FETCH_ERROR)) from None
+        raise FetchFailure(_FILE_ERRORS.get(e.errno, codes.IMAGE_FETCH_ERROR)) from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else since the stat
-            raise FetchFailure(S.IMAGE_NOT_A_FILE)
+            raise FetchFailure(codes.IMAGE_NOT_A_FILE)
         return _read_capped(lambda n: os.read(fd, n), cfg, deadline)  # st_size: not trusted
     except OSError as e:
-        raise FetchFailure(_FILE_ERRORS.get(e.errno, S.IMAGE_FETCH_ERROR)) from None
+        raise FetchFailure(_FILE_ERRORS.get(e.errno, codes.IMAGE_FETCH_ERROR)) from None
     finally:
         os.close(fd)
 
 
 _FILE_ERRORS = {
-    errno.ENOTDIR: S.IMAGE_NOT_FOUND,  # a path through a file
-    errno.ENXIO: S.IMAGE_NOT_A_FILE,  # a socket, a FIFO with no writer
-    errno.EISDIR: S.IMAGE_NOT_A_FILE,
-    errno.ENAMETOOLONG: S.IMAGE_URL_INVALID,
+    errno.ENOTDIR: codes.IMAGE_NOT_FOUND,  # a path through a file
+    errno.ENXIO: codes.IMAGE_NOT_A_FILE,  # a socket, a FIFO with no writer
+    errno.EISDIR: codes.IMAGE_NOT_A_FILE,
+    errno.ENAMETOOLONG: codes.IMAGE_URL_INVALID,
 }
 
 
@@ -615,12 +615,12 @@ def _file_path(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:  # e.g. file://[x]/a
-        raise FetchFailure(S.IMAGE_URL_INVALID) from None
+        raise FetchFailure(codes.IMAGE_URL_INVALID) from None
     if parts.netloc.lower() not in ("", "localhost"):  # another machine's file
-        raise FetchFailure(S.IMAGE_URL_INVALID)
+        raise FetchFailure(codes.IMAGE_URL_INVALID)
     path = unquote(parts.path)
     if not path or "\x00" in path:  # %00
-        raise FetchFailure(S.IMAGE_URL_INVALID)
+        raise FetchFailure(codes.IMAGE_URL_INVALID)
     return path
 
 
@@ -640,7 +640,7 @@ def _s3_client(cfg: FetchCfg, deadline: _Deadline):
         if timeout < cfg.timeout_s:  # clipped: to a power of two, so that clients are few
             timeout = 2.0 ** math.floor(math.log2(timeout))
         if timeout < _S3_MIN_TIMEOUT_S:
-            raise FetchFailure(S.IMAGE_FETCH_TIMEOUT)  # too little left for a request
+            raise FetchFailure(codes.IMAGE_FETCH_TIMEOUT)  # too little left for a request
         key = (timeout, max(10, cfg.concurrency), os.environ.get("AWS_ENDPOINT_URL"))
         with _State.s3_lock:
             client = _State.s3.get(key)
@@ -672,26 +672,26 @@ def _read_s3(url: str, cfg: FetchCfg, deadline: _Deadline) -> bytes:
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise FetchFailure(S.IMAGE_URL_INVALID) from None
+        raise FetchFailure(codes.IMAGE_URL_INVALID) from None
     key = unquote(parts.path.lstrip("/"))
     if not _BUCKET.fullmatch(parts.netloc) or not key.strip("/") or "\x00" in key:
-        raise FetchFailure(S.IMAGE_URL_INVALID)
+        raise FetchFailure(codes.IMAGE_URL_INVALID)
     try:
         obj = _s3_client(cfg, deadline).get_object(Bucket=parts.netloc, Key=key)
         with obj["Body"] as raw:  # botocore's own door to the urllib3 response (read1 below)
             if obj.get("ContentLength", 0) > cfg.max_bytes:
-                raise FetchFailure(S.IMAGE_BYTES_TOO_LARGE)
+                raise FetchFailure(codes.IMAGE_BYTES_TOO_LARGE)
             with _network(deadline):
                 return _read_capped(raw.read1, cfg, deadline)
     except ClientError as e:
         code = str(e.response.get("Error", {}).get("Code", ""))
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in ("NoSuchKey", "NoSuchBucket", "404") or status == 404:
-            raise FetchFailure(S.IMAGE_NOT_FOUND) from None
-        raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=status in TRANSIENT_HTTP) from None
+            raise FetchFailure(codes.IMAGE_NOT_FOUND) from None
+        raise FetchFailure(codes.IMAGE_FETCH_ERROR, transient=status in TRANSIENT_HTTP) from None
     except (ConnectTimeoutError, ReadTimeoutError):
-        raise FetchFailure(S.IMAGE_FETCH_TIMEOUT, transient=not deadline.passed()) from None
+        raise FetchFailure(codes.IMAGE_FETCH_TIMEOUT, transient=not deadline.passed()) from None
     except BotoCoreError:
         if deadline.passed():
-            raise FetchFailure(S.IMAGE_FETCH_TIMEOUT) from None
-        raise FetchFailure(S.IMAGE_FETCH_ERROR, transient=True) from None
+            raise FetchFailure(codes.IMAGE_FETCH_TIMEOUT) from None
+        raise FetchFailure(codes.IMAGE_FETCH_ERROR, transient=True) from None

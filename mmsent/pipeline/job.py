@@ -25,7 +25,7 @@ from ..models.checkpoint import read_meta
 from . import lease, ray_compat, resume
 from .files import filesystem, to_uri
 from .output import output_fields
-from .readers import Plan, make_plan
+from .plan import Plan, make_plan
 from .stages import FetchStage, ModelStage, preprocess, read_unit
 from .summary import account
 

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 
-from .. import schema as S
+from .. import codes
 from ..boundary import describe
 from ..io.dumps import Item, resolve_image
 
 if TYPE_CHECKING:
-    from .readers import Plan
+    from .plan import Plan
 
 
 class Row(NamedTuple):
@@ -39,19 +39,21 @@ def encode(item: Item, plan: Plan, base: str) -> bytes:
         return pickle.dumps(to_row(item.record, plan, base, item.error, item.detail), protocol=5)
     except Exception as e:  # noqa: BLE001 - the read stage's error boundary, one row at a time
         n = len(plan.passthrough)
-        return pickle.dumps(Row(None, None, None, S.INTERNAL_ERROR, (None,) * n, describe(e)), 5)
+        return pickle.dumps(
+            Row(None, None, None, codes.INTERNAL_ERROR, (None,) * n, describe(e)), 5
+        )
 
 
 def to_row(
     record: dict | None, plan: Plan, base: str, error: str | None = None, detail: str | None = None
 ) -> Row:
     if record is None:
-        return Row(None, None, None, error or S.INVALID_RECORD, (None,) * len(plan.passthrough),
+        return Row(None, None, None, error or codes.INVALID_RECORD, (None,) * len(plan.passthrough),
                    detail)  # fmt: skip
     c = plan.columns
     rid = normalize_id(record.get(c.id))
     if rid is None or (c.text not in record and c.image not in record):
-        error = S.MISSING_COLUMN
+        error = codes.MISSING_COLUMN
     extras = tuple(cell(record.get(name), typ) for name, _, typ in plan.passthrough)
     image, status, image_detail = resolve_image(record.get(c.image), base, plan.read)
     return Row(rid, record.get(c.text), image, error, extras, image_detail, status)

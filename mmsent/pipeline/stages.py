@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import schema as S
+from .. import codes
 from ..boundary import concat_columns, describe, isolate, take
 from ..config import FetchCfg, ModelCfg, to_dict
 from ..io.fetch import fetch, fetch_many
 from ..preprocess import Preprocessor, pack_pixels
 from .files import parent
-from .readers import Plan, read_rows
+from .plan import Plan, read_rows
 from .resume import Skip
 from .rows import encode
 
@@ -68,7 +68,7 @@ def preprocess(
 
     def failed(lo: int, hi: int, exc: Exception) -> dict[str, np.ndarray]:
         out = pack_pixels(pre([None] * (hi - lo)))
-        out["record_error"] = np.full(hi - lo, S.INTERNAL_ERROR, dtype=object)
+        out["record_error"] = np.full(hi - lo, codes.INTERNAL_ERROR, dtype=object)
         out["error_detail"][:] = describe(exc)
         ids, extras = zip(*map(_id_and_extras, batch["record"][lo:hi]), strict=True)
         out["id"] = np.array(ids, dtype=object)
@@ -127,7 +127,7 @@ def _inline(ref: Any) -> bool:
 
 def _outcome(got) -> tuple[bytes | None, str | None, str | None]:
     """A Fetched as (bytes, fetch error or None, detail)."""
-    return got.data, None if got.status == S.OK else got.status, got.detail
+    return got.data, None if got.status == codes.OK else got.status, got.detail
 
 
 FETCHED = ("image_data", "image_fetch_status", "image_fetch_detail")  # the fetch stage's columns

@@ -23,10 +23,10 @@ from collections import Counter
 
 import pyarrow as pa
 
-from .. import schema as S
+from .. import codes
 from ..io.dumps import Count, count_file
 from .files import filesystem
-from .readers import Plan
+from .plan import Plan
 from .resume import read_output
 
 SUMMARY = "_summary.json"
@@ -96,7 +96,7 @@ def _counts(col: pa.ChunkedArray) -> dict[str, int]:
 def ok(summary: dict) -> bool:
     """Nothing lost, nothing twice (a file whose rest could not be read has lost rows)."""
     return (not summary["missing"] and not summary["duplicates"] and not summary["not_in_input"]
-            and not summary["errors"].get(S.INPUT_READ_ERROR))  # fmt: skip
+            and not summary["errors"].get(codes.INPUT_READ_ERROR))  # fmt: skip
 
 
 def format_summary(s: dict) -> str:

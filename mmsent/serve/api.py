@@ -23,10 +23,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from .. import __version__
-from .. import schema as S
+from .. import __version__, codes
 from .inputs import RequestError, parse_json, parse_multipart
-from .schemas import ERROR_RESPONSES, ErrorBody, Health, ModelCard, PostIn, Prediction, Predictions
+from .wire import ERROR_RESPONSES, ErrorBody, Health, ModelCard, PostIn, Prediction, Predictions
 
 logger = logging.getLogger("ray.serve")
 INLINE_BYTES = 64 * 1024  # JSON bodies up to this size are parsed on the event loop
@@ -70,19 +69,21 @@ def build_api(ingress: Any) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
-        details = [{"field": ".".join(map(str, x.get("loc", ()))), "code": S.MALFORMED_REQUEST,
+        details = [{"field": ".".join(map(str, x.get("loc", ()))), "code": codes.MALFORMED_REQUEST,
                     "message": x.get("msg")} for x in e.errors()]  # fmt: skip
-        return error_response(RequestError(422, S.MALFORMED_REQUEST, "malformed request", details))
+        return error_response(
+            RequestError(422, codes.MALFORMED_REQUEST, "malformed request", details)
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, e: HTTPException) -> JSONResponse:
-        code = S.NOT_FOUND if e.status_code in (404, 405) else S.MALFORMED_REQUEST
+        code = codes.NOT_FOUND if e.status_code in (404, 405) else codes.MALFORMED_REQUEST
         return error_response(RequestError(e.status_code, code, str(e.detail), headers=e.headers))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, e: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s", request.url.path)  # the trace stays in the logs
-        return error_response(RequestError(500, S.INTERNAL_ERROR, "internal error"))
+        return error_response(RequestError(500, codes.INTERNAL_ERROR, "internal error"))
 
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.add_middleware(Observe, metrics=ingress.metrics)  # outermost: sees every answer
@@ -121,7 +122,7 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_large = RequestError(413, S.BODY_TOO_LARGE, f"body over {self.max_bytes} bytes")
+        too_large = RequestError(413, codes.BODY_TOO_LARGE, f"body over {self.max_bytes} bytes")
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_bytes:
             return await error_response(too_large)(scope, receive, send)

@@ -31,7 +31,7 @@ from ray.serve.exceptions import (
 )
 from ray.serve.handle import DeploymentHandle
 
-from .. import schema as S
+from .. import codes
 from ..config import ModelCfg, ServeCfg, from_dict
 from ..models.checkpoint import read_meta
 from ..preprocess import pack_pixels
@@ -104,7 +104,7 @@ class SentimentAPI:
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token):
             return
         msg, headers = "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
-        raise RequestError(401, S.UNAUTHORIZED, msg, None, headers)
+        raise RequestError(401, codes.UNAUTHORIZED, msg, None, headers)
 
     async def score(self, posts: list[Post], single: bool) -> list[dict]:
         loop = asyncio.get_running_loop()
@@ -114,7 +114,7 @@ class SentimentAPI:
             images, known = await loop.run_in_executor(
                 self.fetch_pool, load_images, posts, self.fetch_cfg, budget
             )
-            for code in filter(S.is_error, known):
+            for code in filter(codes.is_error, known):
                 self.metrics.fetch_errors.inc(tags={"code": code})
         args = (self.pre, posts, images, known, single)
         # images decode in a thread (Pillow lets go of the GIL); text alone is tokenized at once
@@ -126,9 +126,9 @@ class SentimentAPI:
         columns = await self._call(self.model.predict.remote(pack_pixels(batch)))
         check_scored(columns, single)
         out = []
-        for post, row in zip(posts, S.rows_from_columns(columns), strict=True):
+        for post, row in zip(posts, codes.rows_from_columns(columns), strict=True):
             self.metrics.posts.inc(tags={"modalities": row["modalities"] or "none"})
-            pred = S.prediction_to_json(row, self.labels, self.modalities)
+            pred = codes.prediction_to_json(row, self.labels, self.modalities)
             out.append(pred if post.id is None else {"id": post.id, **pred})
         return out
 
@@ -150,7 +150,7 @@ class SentimentAPI:
         return answer
 
     async def _ping_model(self) -> None:
-        answer = RequestError(503, S.OVERLOADED, "the model does not answer")
+        answer = RequestError(503, codes.OVERLOADED, "the model does not answer")
         try:
             answer = await self._call(asyncio.wait_for(self.model.ping.remote(), 10))
         except RequestError as e:
@@ -176,8 +176,10 @@ class SentimentAPI:
             after = e.retry_after_s
             retry = {"Retry-After": str(int(np.ceil(after)))} if after is not None else None
             msg = "at capacity, retry later"
-            raise RequestError(e.status_code, S.OVERLOADED, msg, None, retry) from None
+            raise RequestError(e.status_code, codes.OVERLOADED, msg, None, retry) from None
         except UNAVAILABLE:
             logger.warning("the model is unavailable", exc_info=True)
             retry = {"Retry-After": "5"}
-            raise RequestError(503, S.OVERLOADED, "the model is unavailable", None, retry) from None
+            raise RequestError(
+                503, codes.OVERLOADED, "the model is unavailable", None, retry
+            ) from None

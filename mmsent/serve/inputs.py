@@ -25,14 +25,14 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from .. import schema as S
+from .. import codes
 from ..boundary import describe
 from ..config import FetchCfg, ModelCfg, ServeCfg
 from ..io.fetch import Fetched, fetch
 from ..preprocess import Preprocessor
-from .schemas import PostIn
+from .wire import PostIn
 
-TOO_LARGE = {S.IMAGE_BYTES_TOO_LARGE, S.IMAGE_TOO_LARGE}
+TOO_LARGE = {codes.IMAGE_BYTES_TOO_LARGE, codes.IMAGE_TOO_LARGE}
 FIELD_CHARS = 100  # of a field name echoed in an error detail (a client's unknown key)
 
 
@@ -60,14 +60,16 @@ def parse_json(body: bytes, cfg: ServeCfg) -> tuple[list[Post], bool]:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: absurdly nested arrays
-        raise RequestError(422, S.MALFORMED_REQUEST, "the body is not valid JSON") from None
+        raise RequestError(422, codes.MALFORMED_REQUEST, "the body is not valid JSON") from None
     single = isinstance(data, dict)
     items = [data] if single else data
     if not isinstance(items, list) or not items:
-        raise RequestError(422, S.MALFORMED_REQUEST, "expected a post or a non-empty list of posts")
+        raise RequestError(
+            422, codes.MALFORMED_REQUEST, "expected a post or a non-empty list of posts"
+        )
     if len(items) > cfg.max_posts:
         msg = f"{len(items)} posts in one request; at most {cfg.max_posts}"
-        raise RequestError(422, S.TOO_MANY_POSTS, msg)
+        raise RequestError(422, codes.TOO_MANY_POSTS, msg)
     valid, malformed = [], []
     for i, item in enumerate(items):
         try:
@@ -78,7 +80,7 @@ def parse_json(body: bytes, cfg: ServeCfg) -> tuple[list[Post], bool]:
         except Exception as e:  # noqa: BLE001 - the boundary: one post's failure is its code
             malformed.append(internal_error(None if single else i, describe(e)))
     if malformed:
-        raise RequestError(422, S.MALFORMED_REQUEST, "malformed posts", malformed)
+        raise RequestError(422, codes.MALFORMED_REQUEST, "malformed posts", malformed)
     posts, unusable, image_bytes = [], [], 0
     for i, p in enumerate(valid):
         image = None
@@ -98,27 +100,27 @@ def parse_json(body: bytes, cfg: ServeCfg) -> tuple[list[Post], bool]:
         )
     if unusable:
         status = 413 if any(d["code"] in TOO_LARGE for d in unusable) else 422
-        raise RequestError(status, S.INVALID_POSTS, "some posts have unusable images", unusable)
+        raise RequestError(status, codes.INVALID_POSTS, "some posts have unusable images", unusable)
     return posts, single
 
 
 def _detail(index: int | None, err: dict) -> dict:
     field = ".".join(str(x) for x in err.get("loc", ()))[:FIELD_CHARS] or None
-    return {"index": index, "field": field, "code": S.MALFORMED_REQUEST, "message": err["msg"]}
+    return {"index": index, "field": field, "code": codes.MALFORMED_REQUEST, "message": err["msg"]}
 
 
 def decode_base64(data: str, max_bytes: int) -> bytes:
     if data.startswith("data:"):  # data:image/png;base64,....
         head, _, data = data.partition(",")
         if not head.endswith(";base64"):
-            raise RequestError(422, S.IMAGE_BASE64_INVALID, "a data: URL must be ;base64")
+            raise RequestError(422, codes.IMAGE_BASE64_INVALID, "a data: URL must be ;base64")
     data = "".join(data.split())  # line breaks of MIME-style base64
     if len(data) // 4 * 3 - data[-2:].count("=") > max_bytes:
-        raise RequestError(413, S.IMAGE_BYTES_TOO_LARGE, f"image over {max_bytes} bytes")
+        raise RequestError(413, codes.IMAGE_BYTES_TOO_LARGE, f"image over {max_bytes} bytes")
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise RequestError(422, S.IMAGE_BASE64_INVALID, "image_base64 is not base64") from None
+        raise RequestError(422, codes.IMAGE_BASE64_INVALID, "image_base64 is not base64") from None
 
 
 async def parse_multipart(request: Request, cfg: ServeCfg) -> Post:
@@ -129,25 +131,29 @@ async def parse_multipart(request: Request, cfg: ServeCfg) -> Post:
         raise  # the body cap (mmsent.serve.api.BodyLimit), hit while the body streams in
     except Exception as e:  # noqa: BLE001 - whatever the form parser trips on is a malformed body
         why = getattr(e, "detail", None) or getattr(e, "message", None) or type(e).__name__
-        raise RequestError(422, S.MALFORMED_REQUEST, f"malformed multipart body: {why}") from None
+        raise RequestError(
+            422, codes.MALFORMED_REQUEST, f"malformed multipart body: {why}"
+        ) from None
     try:
         upload = form.get("image")
         fields = {k: v for k, v in form.multi_items() if k != "image"}
         if not isinstance(upload, UploadFile | None) or not all(
             isinstance(v, str) for v in fields.values()
         ):
-            raise RequestError(422, S.MALFORMED_REQUEST, "`image` must be a file, the rest text")
+            raise RequestError(
+                422, codes.MALFORMED_REQUEST, "`image` must be a file, the rest text"
+            )
         if upload is None:
             return parse_json(json.dumps(fields).encode(), cfg)[0][0]
         if "image_url" in fields or "image_base64" in fields:
-            raise RequestError(422, S.MALFORMED_REQUEST, "one image per post: a file or a URL")
+            raise RequestError(422, codes.MALFORMED_REQUEST, "one image per post: a file or a URL")
         # an empty image_base64 stands in for the file, so the rules of JSON posts apply
         [post], _ = parse_json(json.dumps({**fields, "image_base64": ""}).encode(), cfg)
         post.image, post.source = await upload.read(cfg.max_image_bytes + 1), "image"
         if len(post.image) > cfg.max_image_bytes:
-            detail = {"index": None, "field": "image", "code": S.IMAGE_BYTES_TOO_LARGE}
+            detail = {"index": None, "field": "image", "code": codes.IMAGE_BYTES_TOO_LARGE}
             msg = f"image over {cfg.max_image_bytes} bytes"
-            raise RequestError(413, S.INVALID_POSTS, msg, [detail])
+            raise RequestError(413, codes.INVALID_POSTS, msg, [detail])
         return post
     finally:
         await form.close()
@@ -179,7 +185,7 @@ def load_images(
         if got is None:
             raise images_too_large(budget)
         for i, g in zip(todo, got, strict=True):
-            images[i], known[i] = (g.data, None) if g.status == S.OK else (None, g.status)
+            images[i], known[i] = (g.data, None) if g.status == codes.OK else (None, g.status)
     return images, known
 
 
@@ -204,7 +210,7 @@ def fetch_within(urls: list[str], cfg: FetchCfg, budget: int) -> list[Fetched] |
             for future in done:
                 i, cap = running.pop(future)
                 got = out[i] = future.result()  # fetch never raises: its failures are statuses
-                if got.status == S.IMAGE_BYTES_TOO_LARGE and cap < full:
+                if got.status == codes.IMAGE_BYTES_TOO_LARGE and cap < full:
                     return None  # over what the request had left, not over the per-image cap
                 free += cap - len(got.data or b"")
         return out
@@ -214,7 +220,7 @@ def fetch_within(urls: list[str], cfg: FetchCfg, budget: int) -> list[Fetched] |
 
 def images_too_large(budget: int) -> RequestError:
     msg = f"the images of this request are over {budget} bytes in all"
-    return RequestError(413, S.REQUEST_IMAGES_TOO_LARGE, msg)
+    return RequestError(413, codes.REQUEST_IMAGES_TOO_LARGE, msg)
 
 
 def preprocess(pre: Preprocessor, posts: list[Post], images, known, single: bool) -> dict:
@@ -228,18 +234,18 @@ def preprocess(pre: Preprocessor, posts: list[Post], images, known, single: bool
     rows = zip(batch["text_status"], batch["image_status"], batch["error_detail"], strict=True)
     for i, (text, image, why) in enumerate(rows):
         where = None if single else i
-        if text == S.INTERNAL_ERROR:  # the whole post failed, not its text
+        if text == codes.INTERNAL_ERROR:  # the whole post failed, not its text
             details.append(internal_error(where, why))
             continue
-        found = [("text", text)] if S.is_error(text) and text != S.EMPTY_TEXT else []
-        found += [(posts[i].source, image)] if S.is_error(image) else []
+        found = [("text", text)] if codes.is_error(text) and text != codes.EMPTY_TEXT else []
+        found += [(posts[i].source, image)] if codes.is_error(image) else []
         if not found and not usable[i]:
-            found = [(None, S.NO_USABLE_INPUT)]
+            found = [(None, codes.NO_USABLE_INPUT)]
         details += [{"index": where, "field": f, "code": c} for f, c in found]
     if details:
         status = 413 if any(d["code"] in TOO_LARGE for d in details) else 422
         raise RequestError(
-            status, S.INVALID_POSTS, "some posts have inputs that cannot be used", details
+            status, codes.INVALID_POSTS, "some posts have inputs that cannot be used", details
         )
     return batch
 
@@ -249,9 +255,11 @@ def check_scored(columns: dict[str, np.ndarray], single: bool) -> None:
     request as an unusable input does: a 422 naming it, never a 500."""
     rows = zip(columns["error"], columns["error_detail"], strict=True)
     details = [internal_error(None if single else i, why)
-               for i, (error, why) in enumerate(rows) if error == S.INTERNAL_ERROR]  # fmt: skip
+               for i, (error, why) in enumerate(rows) if error == codes.INTERNAL_ERROR]  # fmt: skip
     if details:
-        raise RequestError(422, S.INVALID_POSTS, "the model could not score some posts", details)
+        raise RequestError(
+            422, codes.INVALID_POSTS, "the model could not score some posts", details
+        )
 
 
 def internal_error(index: int | None, why: str | None) -> dict:
@@ -259,4 +267,4 @@ def internal_error(index: int | None, why: str | None) -> dict:
     or data; the trace is in the replica's log)."""
     kind = (why or "").split(":")[0] or "an exception"
     msg = f"this post failed on the server ({kind})"
-    return {"index": index, "field": None, "code": S.INTERNAL_ERROR, "message": msg}
+    return {"index": index, "field": None, "code": codes.INTERNAL_ERROR, "message": msg}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import schema as S
+from .. import codes
 from ..config import ConfigError
 
 VADER_SOURCES = {
@@ -27,7 +27,7 @@ class Posts:
     images: list[bytes | None] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # group / source of each post (split strata)
     image_refs: list[str | None] = field(default_factory=list)  # where `images` came from
-    image_status: list[str] = field(default_factory=list)  # mmsent.schema code once fetched
+    image_status: list[str] = field(default_factory=list)  # mmsent.codes code once fetched
     ids: list = field(default_factory=list)
 
     def __post_init__(self):
@@ -36,7 +36,7 @@ class Posts:
         self.sources = self.sources or [""] * n
         self.image_refs = self.image_refs or [None] * n
         self.image_status = self.image_status or [
-            S.MISSING if b is None else S.OK for b in self.images
+            codes.MISSING if b is None else codes.OK for b in self.images
         ]
         self.ids = self.ids or list(range(n))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..config import ConfigError, DataCfg, FetchCfg
 from ..models.checkpoint import DEFAULT_MODEL_DIR, CheckpointError, load, read_meta
-from .readers import fetch_images, read_posts
+from .labelled import fetch_images, read_posts
 from .report import write_report
 
 

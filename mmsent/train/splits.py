@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import ConfigError, DataCfg, TrainRunCfg
 from .data import Posts, stratified_split
-from .readers import read_posts
+from .labelled import read_posts
 
 
 def prepare_splits(cfg: TrainRunCfg, run_dir: Path) -> dict:

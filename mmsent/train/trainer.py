@@ -32,7 +32,7 @@ from ..config import (
     to_dict,
 )
 from ..models.checkpoint import DEFAULT_MODEL_DIR, load, read_meta
-from .readers import fetch_images, read_posts
+from .labelled import fetch_images, read_posts
 from .report import write_report
 from .splits import prepare_splits
 from .state import last_checkpoint, split_cfg

@@ -26,8 +26,8 @@ import torch
 from ..config import TrainRunCfg, from_dict
 from ..models.model import build_model
 from ..preprocess import Preprocessor
+from .labelled import fetch_images, read_posts
 from .loop import Amp, class_weights, make_optimizer, train_epoch
-from .readers import fetch_images, read_posts
 from .session import LocalSession
 from .state import (
     epoch_sums,

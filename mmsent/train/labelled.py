@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import schema as S
+from .. import codes
 from ..config import ConfigError, DataCfg, FetchCfg, ModelCfg, ReadCfg
 from ..io.dumps import list_inputs, parent, read_records, resolve_image
 from ..io.fetch import fetch_many
@@ -121,15 +121,17 @@ def fetch_images(
 ) -> dict[str, int]:
     """Fill `posts.images` through the fetcher; bytes that do not decode are dropped (status kept)."""
     if model_cfg.image is None:
-        posts.image_status = [S.MISSING if r is None else S.UNUSED for r in posts.image_refs]
+        posts.image_status = [
+            codes.MISSING if r is None else codes.UNUSED for r in posts.image_refs
+        ]
         return dict(Counter(posts.image_status))
     for start in range(0, len(posts), chunk):
         refs = posts.image_refs[start : start + chunk]
         for j, (data, status, _) in enumerate(fetch_many(refs, fetch_cfg)):
-            if refs[j] is None and S.is_error(posts.image_status[start + j]):
+            if refs[j] is None and codes.is_error(posts.image_status[start + j]):
                 continue  # refused when reading (read_posts): nothing was fetched
-            if status == S.OK:  # decode once now: a bad image then costs nothing per epoch
+            if status == codes.OK:  # decode once now: a bad image then costs nothing per epoch
                 _, status = decode_image(data, model_cfg.image.image_size, model_cfg.preprocess)
-            posts.images[start + j] = data if status == S.OK else None
+            posts.images[start + j] = data if status == codes.OK else None
             posts.image_status[start + j] = status
     return dict(Counter(posts.image_status))

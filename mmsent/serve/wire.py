@@ -1,5 +1,5 @@
 """Wire models of the HTTP API (pydantic): what a client sends and gets back. They also make the
-OpenAPI document at /docs. Responses are built as dicts by `mmsent.schema.prediction_to_json` (the
+OpenAPI document at /docs. Responses are built as dicts by `mmsent.codes.prediction_to_json` (the
 CLI's JSON) and documented here, not re-validated per request.
 """
 
@@ -75,7 +75,7 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorInfo(BaseModel):
-    code: str = Field(description="a stable code from mmsent.schema")
+    code: str = Field(description="a stable code from mmsent.codes")
     message: str
     details: list[ErrorDetail] = []
 
