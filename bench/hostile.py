@@ -7,7 +7,7 @@ The clean dump: N posts of real human-rated texts, half with a real photo (<= 51
 files). The hostile dump: the same posts, with every 10th replaced by a case of the hostile corpus
 (tests/hostile_corpus.py, cycled: poison JSON lines, malformed and hostile URLs on a local server
 that trickles and hangs, device files, FIFOs, paths out of the dump, bombs, invisible texts).
-Both go through the graph `mmsent score` runs (configs/score/local.yaml, its fetch deadline
+Both go through the graph `mmsent score` runs (mmsent/presets/score/local.yaml, its fetch deadline
 included), drained by the driver, on a fresh local Ray each time, clean and hostile alternating.
 
 Figures: steady-state posts/s (from the first output batch until 95% of the rows are out: the
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(ScoreCfg, "local", args.set, "score")
     tmp = Path(tempfile.mkdtemp(prefix="mmsent-bench-hostile-"))
     every = round(1 / args.share)
-    print(f"cores: {os.cpu_count()}; config: configs/score/local.yaml {' '.join(args.set)}; "
+    print(f"cores: {os.cpu_count()}; config: mmsent/presets/score/local.yaml {' '.join(args.set)}; "
           f"fetch deadline {cfg.fetch.deadline_s} s; {args.posts} posts, 1 in {every} hostile")  # fmt: skip
     with HostileServer() as server:
         clean = clean_lines(tmp, args.posts)

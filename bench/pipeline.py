@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/pipeline.py [--seconds 70] [--mem-posts 500] [--model DIR] [--set KEY=VALUE ...]
 
-1. Steady-state posts/s of the Ray pipeline (configs/score/local.yaml: the graph `mmsent score`
+1. Steady-state posts/s of the Ray pipeline (mmsent/presets/score/local.yaml: the graph `mmsent score`
    runs, read -> preprocess tasks -> model actors, drained by the driver instead of written) vs.
    the same UDFs (read_unit -> preprocess -> ModelStage) in a plain single-process loop with
    torch on every core, in batches of model_batch_size, on the
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(ScoreCfg, "local", overrides, "score")
     tmp = Path(tempfile.mkdtemp(prefix="mmsent-bench-"))
     print(
-        f"cores: {os.cpu_count()}; config: configs/score/local.yaml {' '.join(args.set)}; "
+        f"cores: {os.cpu_count()}; config: mmsent/presets/score/local.yaml {' '.join(args.set)}; "
         f"model: {args.model or 'default'}"
     )
     print(

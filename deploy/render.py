@@ -1,4 +1,4 @@
-"""The RayService's serveConfigV2 is generated, never edited: configs/serve/default.yaml (the one
+"""The RayService's serveConfigV2 is generated, never edited: mmsent/presets/serve/default.yaml (the one
 Serve config, also used by `mmsent serve` locally) + deploy/serve-overlay.k8s.yaml (what differs
 on Kubernetes: listen address, GPUs, autoscaling, health checks).
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-BASE = REPO / "configs" / "serve" / "default.yaml"
+BASE = REPO / "mmsent" / "presets" / "serve" / "default.yaml"
 OVERLAY = REPO / "deploy" / "serve-overlay.k8s.yaml"
 MANIFEST = REPO / "deploy" / "ray-service.sentiment.yaml"
 BLOCK = re.compile(r"^(?P<indent> *)serveConfigV2: \|\n(?P<body>(?:(?P=indent)  .*\n|\n)*)", re.M)

@@ -1,9 +1,9 @@
 """`mmsent` command line. Thin: every subcommand is a `main(argv)` in its own module.
 
 mmsent predict --text "I love this!" [--image PATH_OR_URL] [--model DIR]
-mmsent score INPUT OUTPUT [--config configs/score/<name>.yaml]
-mmsent serve [--config configs/serve/<name>.yaml]
-mmsent train --config configs/train/<name>.yaml
+mmsent score INPUT OUTPUT [--config mmsent/presets/score/<name>.yaml]
+mmsent serve [--config mmsent/presets/serve/<name>.yaml]
+mmsent train --config mmsent/presets/train/<name>.yaml
 mmsent evaluate MODEL_DIR DATA
 mmsent make-demo-data OUT
 """

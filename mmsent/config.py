@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "presets"  # shipped in the package (wheel too)
 
 
 @dataclass
@@ -123,7 +123,7 @@ class ServeFetchCfg(FetchCfg):
 @dataclass
 class ServeCfg:
     """`args` of the Serve app (mmsent.serve.app:build_app), e.g. under `applications[].args` in
-    configs/serve/<name>.yaml. Batching knobs are not here: they are the model deployment's
+    mmsent/presets/serve/<name>.yaml. Batching knobs are not here: they are the model deployment's
     `user_config` (ServeBatchCfg), changeable without restarting replicas."""
 
     __pydantic_config__ = {"extra": "forbid"}  # the app's pydantic args model rejects unknown keys
@@ -242,7 +242,7 @@ class DataCfg:
 
 @dataclass
 class TrainRunCfg:
-    """`mmsent train --config configs/train/<name>.yaml`: the model, its data, the schedule."""
+    """`mmsent train --config mmsent/presets/train/<name>.yaml`: the model, its data, the schedule."""
 
     model: ModelCfg = field(default_factory=ModelCfg)
     data: DataCfg = field(default_factory=DataCfg)
@@ -266,7 +266,7 @@ class ScoreColumnsCfg:
 
 @dataclass
 class ScoreCfg:
-    """Bulk scoring (mmsent.pipeline): presets in configs/score/<name>.yaml."""
+    """Bulk scoring (mmsent.pipeline): presets in mmsent/presets/score/<name>.yaml."""
 
     model_dir: str | None = None  # checkpoint directory (None: the shipped default model)
     format: str = "auto"  # jsonl | csv | parquet | auto (from each file's extension)
@@ -373,7 +373,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_preset(name_or_path: str, kind: str) -> Path:
-    """A preset name (`configs/<kind>/<name>.yaml`) or a path to a YAML/JSON file."""
+    """A preset name (`mmsent/presets/<kind>/<name>.yaml`) or a path to a YAML/JSON file."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml", ".json") or p.exists():
         return p

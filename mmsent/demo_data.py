@@ -4,7 +4,7 @@
     mmsent make-demo-data s3://bucket/demo --real 600 --slice 200
 
 No image-text sentiment data set exists here, so the dump is built from real parts and says how
-(README.md, written next to the posts): human-rated texts from data/vader-ground-truth (only
+(README.md, written next to the posts): human-rated texts from mmsent/data/vader-ground-truth (only
 the posts the shipped default model never trained on), real photos from installed packages
 (mmsent.sample_data), and a labelled slice ("image_carries") where hand-written captions are
 ambiguous or contradict the photo and the photo decides the label.

@@ -49,7 +49,7 @@ Train on it: `mmsent train --config demo data.train=<this folder>/posts.jsonl`.
 
 **`real_text` ({sum(r["slice"] == "real_text" for r in rows)} posts): real texts, real labels.** The
 texts and ratings of the VADER ground truth (Hutto & Gilbert 2014; tweets, movie-review
-snippets, NYT editorial snippets; `data/vader-ground-truth`), each the mean of about 20 human
+snippets, NYT editorial snippets; `mmsent/data/vader-ground-truth`), each the mean of about 20 human
 ratings, mapped to 3 classes (< -0.5 negative, > 0.5 positive, else neutral). Only posts from the
 held-out 20% split of the shipped default model (`mmsent.train.default_model.splits`, seed 13)
 are used, so a model fine-tuned from the default model is never scored on text it was trained

@@ -1,5 +1,5 @@
 """deploy/: every manifest valid against KubeRay's CRDs / Kubernetes' schemas (strictly: broken
-copies are refused), serveConfigV2 generated from configs/serve/ and accepted by the real app
+copies are refused), serveConfigV2 generated from mmsent/presets/serve/ and accepted by the real app
 builder, a RayJob entrypoint that runs, one Ray version everywhere, the right base image.
 Fast: no Ray instance, no cluster, no Docker (the image itself is checked when it is built)."""
 
@@ -162,7 +162,7 @@ def test_dockerignore_keeps_what_the_image_needs():
         "deploy/sizing.py",
     ]
     needed += [str(f.relative_to(REPO)) for f in DEFAULT_MODEL_DIR.iterdir()]
-    needed += [str(f.relative_to(REPO)) for f in (REPO / "configs").rglob("*.yaml")]
+    needed += [str(f.relative_to(REPO)) for f in (REPO / "mmsent" / "presets").rglob("*.yaml")]
     for path in needed:
         parts = Path(path).parts
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
@@ -233,7 +233,11 @@ def test_rayjob_gpu_group_holds_the_presets_actor_pool():
     from mmsent.config import ScoreCfg, load_config, resolve_preset
 
     _, args = entrypoint()
-    assert resolve_preset(args.config, "score").resolve().is_relative_to(REPO / "configs" / "score")
+    assert (
+        resolve_preset(args.config, "score")
+        .resolve()
+        .is_relative_to(REPO / "mmsent" / "presets" / "score")
+    )
     cfg = load_config(ScoreCfg, args.config, args.set, kind="score")
     assert cfg.model_num_gpus > 0, "the RayJob's preset must put the model on GPUs"
     pods = [(g, g["template"]["spec"]) for g in CLUSTERS["job"]["workerGroupSpecs"]]

@@ -1,4 +1,4 @@
-"""configs/serve/default.yaml and `mmsent serve`: the config validates as `serve deploy` and the app
+"""mmsent/presets/serve/default.yaml and `mmsent serve`: the config validates as `serve deploy` and the app
 read it; `mmsent serve --config` deploys it (the `serve run CONFIG` path, as `serve deploy` does);
 a redeploy that changes only the model's user_config reconfigures the running replica in place;
 past max_queued_requests the API answers 503 with Retry-After at once."""
@@ -14,6 +14,7 @@ import requests
 import yaml
 from serve_helpers import free_port, tiny_checkpoint
 
+from mmsent import codes
 from mmsent.config import ConfigError
 from mmsent.serve.app import AppArgs, build_app, load_serve_config, main
 

@@ -45,7 +45,7 @@ def dump(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory, dump) -> Path:
-    """A tiny model on the dump, written as a config file like configs/train/*.yaml."""
+    """A tiny model on the dump, written as a config file like mmsent/presets/train/*.yaml."""
     root = tmp_path_factory.mktemp("train")
     cfg = {
         "model": {"name": "tiny", "fusion": {"head": "gated", "hidden": 32, "num_heads": 2, "modality_dropout": 0.1},

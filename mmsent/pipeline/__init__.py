@@ -1,6 +1,6 @@
 """Bulk scoring with Ray Data: a dump (JSONL / CSV / Parquet, local or s3://) -> Parquet scores.
 
-    mmsent score INPUT OUTPUT [--config configs/score/<name>.yaml]
+    mmsent score INPUT OUTPUT [--config mmsent/presets/score/<name>.yaml]
 
 read (inputs, readers) -> fetch + preprocess (stages.preprocess, CPU tasks) -> model
 (stages.ModelStage, actor pool) -> write_parquet; resume.py makes a re-run finish a killed job,

@@ -24,7 +24,9 @@ def parser(prog: str = "mmsent score") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description="Bulk-score a dump with Ray Data.")
     ap.add_argument("input", help="file, folder, glob or s3:// prefix (JSONL, CSV, Parquet)")
     ap.add_argument("output", help="folder or s3:// prefix for the Parquet output")
-    ap.add_argument("--config", default="local", help="preset in configs/score/ or a YAML file")
+    ap.add_argument(
+        "--config", default="local", help="preset in mmsent/presets/score/ or a YAML file"
+    )
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--address", default=None, help="Ray cluster (default: RAY_ADDRESS, or local)")
     ap.add_argument(

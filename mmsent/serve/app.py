@@ -1,9 +1,9 @@
-"""The Serve application: `build_app` (the import path of configs/serve/*.yaml and of the RayService
+"""The Serve application: `build_app` (the import path of mmsent/presets/serve/*.yaml and of the RayService
 manifest) and `mmsent serve`.
 
-    mmsent serve [--config configs/serve/default.yaml] [--model DIR] [--port 8000]
-    serve run configs/serve/default.yaml                   # the same config, Ray's own CLI
-    serve deploy configs/serve/default.yaml                # to a running cluster (dashboard API)
+    mmsent serve [--config mmsent/presets/serve/default.yaml] [--model DIR] [--port 8000]
+    serve run mmsent/presets/serve/default.yaml                   # the same config, Ray's own CLI
+    serve deploy mmsent/presets/serve/default.yaml                # to a running cluster (dashboard API)
     serve run mmsent.serve.app:build_app model_dir=/models/x     # args straight to the builder
 
 In Python (tests, bench): `serve.run(compose(ServeCfg(...), model_options={...}))`; the options are
@@ -81,7 +81,9 @@ def load_serve_config(source: str, overrides: dict[str, Any] | None = None) -> d
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mmsent serve", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="default", help="configs/serve/<name>.yaml or a path")
+    ap.add_argument(
+        "--config", default="default", help="mmsent/presets/serve/<name>.yaml or a path"
+    )
     ap.add_argument("--model", default=None, help="checkpoint directory (args.model_dir)")
     ap.add_argument("--host", default=None, help="HTTP host (the config's; 0.0.0.0 to expose)")
     ap.add_argument("--port", type=int, default=None, help="HTTP port (the config's)")

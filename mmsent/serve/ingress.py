@@ -1,7 +1,7 @@
 """`SentimentAPI`: the ingress deployment (CPU). It parses requests, fetches image URLs behind the
 SSRF guard, runs the one Preprocessor, and calls `SentimentModel` through a DeploymentHandle; the
 FastAPI app (mmsent.serve.api) is built per replica. Options here are defaults that a Serve
-config's `deployments:` entry overrides (configs/serve/default.yaml).
+config's `deployments:` entry overrides (mmsent/presets/serve/default.yaml).
 
 Bounds that keep one request from starving the others (ServeCfg): image bytes per request
 (`max_request_image_bytes`, fetches included), decoded pixels per image (`max_image_pixels`,

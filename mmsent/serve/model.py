@@ -1,7 +1,7 @@
 """`SentimentModel`: the model deployment (CPU or a GPU fraction). `@serve.batch` gathers posts
 across requests into one `ModelRunner` forward pass; the batching knobs are its `user_config`
 (mmsent.config.ServeBatchCfg), applied in place by `reconfigure`. Options here are defaults that a
-Serve config's `deployments:` entry overrides (configs/serve/default.yaml).
+Serve config's `deployments:` entry overrides (mmsent/presets/serve/default.yaml).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ VADER_SOURCES = {
     "movie_snippets": "movieReviewSnippets_GroundTruth.txt",
     "nyt_editorials": "nytEditorialSnippets_GroundTruth.txt",
 }
-VADER_DIR = Path(__file__).resolve().parents[2] / "data" / "vader-ground-truth"
+VADER_DIR = Path(__file__).resolve().parents[1] / "data" / "vader-ground-truth"
 
 
 @dataclass

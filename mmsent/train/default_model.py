@@ -1,5 +1,5 @@
 """Rebuild the shipped default model (mmsent/assets/default_model) from the human-rated texts in
-data/vader-ground-truth, and measure it against VADER on a held-out split of every source.
+mmsent/data/vader-ground-truth, and measure it against VADER on a held-out split of every source.
 
     python -m mmsent.train.default_model              # ~15 min on 2 idle CPU cores
     python -m mmsent.train.default_model --epochs 1 --limit 2000 --out /tmp/m   # a quick smoke run
@@ -36,7 +36,7 @@ PHOTO_RATE = 0.3
 
 
 def default_cfg() -> ModelCfg:
-    return load_config(ModelCfg, "default", kind="models")  # configs/models/default.yaml
+    return load_config(ModelCfg, "default", kind="models")  # mmsent/presets/models/default.yaml
 
 
 def splits(posts: Posts | None = None) -> tuple[Posts, Posts, Posts]:

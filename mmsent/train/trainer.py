@@ -1,7 +1,7 @@
 """`mmsent train`: fine-tune the fused model on labelled posts, in one process or on Ray Train.
 
     mmsent train --config demo data.train=/tmp/demo/posts.jsonl train.epochs=3
-    mmsent train --config configs/train/gpu.yaml train.workers=4 train.use_gpu=true
+    mmsent train --config mmsent/presets/train/gpu.yaml train.workers=4 train.use_gpu=true
     mmsent train --resume runs/demo-20250101-120000 train.epochs=5   # continue after the last epoch
 
 Run folder `<out_dir>/<name>/`: config.yaml (resolved), data/ (the exact rows of each split,
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mmsent train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="preset name in configs/train/ or a YAML/JSON file")
+    src.add_argument("--config", help="preset name in mmsent/presets/train/ or a YAML/JSON file")
     src.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a run after its last saved epoch"
     )
