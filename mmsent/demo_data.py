@@ -98,20 +98,36 @@ def build(
     rows, files = [], {}
     for k in range(len(pick) + n_slice):
         pid = f"p{k:06d}"
-        row = {"id": pid, "created_at": (t0 + timedelta(seconds=int(rng.integers(7 * 86400)))).isoformat(),
-               "user": f"user_{int(rng.integers(1, 400)):03d}", "lang": "en"}  # fmt: skip
+        row = {
+            "id": pid,
+            "created_at": (t0 + timedelta(seconds=int(rng.integers(7 * 86400)))).isoformat(),
+            "user": f"user_{int(rng.integers(1, 400)):03d}",
+            "lang": "en",
+        }
         if k < len(pick):
             i = int(pick[k])
             photo = str(rng.choice(list(photos))) if rng.random() < photo_rate else None
-            row.update(text=held_out.texts[i], label=LABELS[int(held_out.labels[i])], slice="real_text",
-                       source=f"vader:{held_out.sources[i]}", photo=photo)  # fmt: skip
+            row.update(
+                text=held_out.texts[i],
+                label=LABELS[int(held_out.labels[i])],
+                slice="real_text",
+                source=f"vader:{held_out.sources[i]}",
+                photo=photo,
+            )
         else:
             cap = str(rng.choice(list(CAPTION_MIX), p=list(CAPTION_MIX.values())))
             img = str(rng.choice(list(IMAGE_MIX), p=list(IMAGE_MIX.values())))
             photo = str(rng.choice(PHOTO_SENTIMENT[img]))
             text = str(rng.choice(CAPTIONS[cap])) + str(rng.choice(SUFFIXES))
-            row.update(text=text, label=slice_label(cap, img), slice="image_carries", source="demo:hand_written",
-                       photo=photo, caption_reads=cap, photo_stands_for=img)  # fmt: skip
+            row.update(
+                text=text,
+                label=slice_label(cap, img),
+                slice="image_carries",
+                source="demo:hand_written",
+                photo=photo,
+                caption_reads=cap,
+                photo_stands_for=img,
+            )
         row["image"] = None
         if photo:
             row["image"] = f"images/{pid}.jpg"
@@ -131,8 +147,11 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="mmsent make-demo-data", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="mmsent make-demo-data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("out", help="folder or s3://bucket/prefix")
     ap.add_argument("--real", type=int, default=2400, help="posts with real human-rated text")
     ap.add_argument("--slice", type=int, default=600, help="posts of the image_carries slice")

@@ -13,8 +13,10 @@ def _table(rows: list[dict]) -> str:
     ]
     for s in ("real_text", "image_carries"):
         part = [r for r in rows if r["slice"] == s]
-        lines.append(f"| {s} | {c[(s, 'negative')]} | {c[(s, 'neutral')]} | {c[(s, 'positive')]} | "
-                     f"{sum(bool(r['image']) for r in part)} | {sum('broken_image' in r for r in part)} |")  # fmt: skip
+        lines.append(
+            f"| {s} | {c[(s, 'negative')]} | {c[(s, 'neutral')]} | {c[(s, 'positive')]} | "
+            f"{sum(bool(r['image']) for r in part)} | {sum('broken_image' in r for r in part)} |"
+        )
     return "\n".join(lines)
 
 

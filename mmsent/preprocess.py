@@ -33,10 +33,19 @@ from .config import ModelCfg, PreprocessCfg
 if TYPE_CHECKING:  # torch only where a model runs: a decode worker stays ~250 MB lighter
     import torch
 
-IMAGE_SIGNATURES = {"JPEG": (b"\xff\xd8\xff",), "PNG": (b"\x89PNG",), "GIF": (b"GIF8",),
-                    "WEBP": (b"RIFF",), "BMP": (b"BM",), "TIFF": (b"II*\x00", b"MM\x00*"),
-                    "ICO": (b"\x00\x00\x01\x00",), "PSD": (b"8BPS",), "JPEG2000": (b"\x00\x00\x00\x0cjP",),
-                    "EPS": (b"%!PS", b"\xc5\xd0\xd3\xc6"), "PDF": (b"%PDF",)}  # fmt: skip
+IMAGE_SIGNATURES = {
+    "JPEG": (b"\xff\xd8\xff",),
+    "PNG": (b"\x89PNG",),
+    "GIF": (b"GIF8",),
+    "WEBP": (b"RIFF",),
+    "BMP": (b"BM",),
+    "TIFF": (b"II*\x00", b"MM\x00*"),
+    "ICO": (b"\x00\x00\x01\x00",),
+    "PSD": (b"8BPS",),
+    "JPEG2000": (b"\x00\x00\x00\x0cjP",),
+    "EPS": (b"%!PS", b"\xc5\xd0\xd3\xc6"),
+    "PDF": (b"%PDF",),
+}
 MODEL_KEYS = ("input_ids", "attention_mask", "has_text", "pixels", "has_image")
 
 
@@ -119,8 +128,10 @@ class Preprocessor:
         )
         if self.cfg.text is not None:
             out.update(self.tokenize(list(clean), list(text_status)))
-            text_status = [codes.EMPTY_TEXT if s == codes.OK and not has else s
-                           for s, has in zip(text_status, out["has_text"], strict=True)]  # fmt: skip
+            text_status = [
+                codes.EMPTY_TEXT if s == codes.OK and not has else s
+                for s, has in zip(text_status, out["has_text"], strict=True)
+            ]
         else:
             text_status = [codes.UNUSED if s == codes.OK else s for s in text_status]
         out["text_status"] = np.array(text_status, dtype=object)
@@ -160,9 +171,13 @@ class Preprocessor:
         rows = [i for i, s in enumerate(status) if s == codes.OK]
         if rows:
             enc = self.tokenizer(
-                [texts[i] for i in rows], max_length=L, truncation=True, stride=tc.stride,
-                return_overflowing_tokens=True, padding="max_length",
-            )  # fmt: skip
+                [texts[i] for i in rows],
+                max_length=L,
+                truncation=True,
+                stride=tc.stride,
+                return_overflowing_tokens=True,
+                padding="max_length",
+            )
             for window, j in enumerate(enc["overflow_to_sample_mapping"]):
                 i = rows[j]
                 if chunks[i] < C:  # windows past max_chunks are dropped (text_chunks tells)

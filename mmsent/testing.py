@@ -24,8 +24,14 @@ def tiny_text_encoder(path: str | Path, seed: int = 0) -> str:
     path = Path(path)
     if not (path / "config.json").exists():
         torch.manual_seed(seed)
-        conf = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=64, max_position_embeddings=512)  # fmt: skip
+        conf = BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        )
         BertModel(conf).save_pretrained(path)
         src = Path(resolve_text_path("minilm"))
         for name in (
@@ -45,8 +51,14 @@ def tiny_vision_encoder(path: str | Path, seed: int = 0, image_size: int = 32) -
     path = Path(path)
     if not (path / "config.json").exists():
         torch.manual_seed(seed)
-        conf = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                image_size=image_size, patch_size=8)  # fmt: skip
+        conf = CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=8,
+        )
         CLIPVisionModel(conf).save_pretrained(path)
     return str(path)
 

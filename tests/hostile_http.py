@@ -121,5 +121,7 @@ def _head(status: int, headers: dict[str, str]) -> bytes:
 
 
 def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
-    return _head(status, {"Content-Length": str(len(body)), "Connection": "close",
-                          **(headers or {})}) + body  # fmt: skip
+    return (
+        _head(status, {"Content-Length": str(len(body)), "Connection": "close", **(headers or {})})
+        + body
+    )

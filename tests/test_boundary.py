@@ -91,8 +91,11 @@ def test_a_record_that_does_not_load_is_its_rows_internal_error():
     from mmsent.pipeline.stages import preprocess
 
     good = pickle.dumps(Row("ok", "a fine day", None, None, ()))
-    batch = {"record": np.array([good, b"not a pickle", good], dtype=object),
-             "input_file": np.array(["f"] * 3, dtype=object), "input_row": np.arange(3)}  # fmt: skip
+    batch = {
+        "record": np.array([good, b"not a pickle", good], dtype=object),
+        "input_file": np.array(["f"] * 3, dtype=object),
+        "input_row": np.arange(3),
+    }
     out = preprocess(batch, model_cfg=model_config(None), fetch_cfg=FetchCfg())
     assert out["record_error"].tolist() == [None, codes.INTERNAL_ERROR, None]
     assert out["id"].tolist() == ["ok", None, "ok"] and out["input_row"].tolist() == [0, 1, 2]

@@ -23,12 +23,23 @@ from mmsent.preprocess import decode_image
 
 settings.register_profile("long", max_examples=12_000, deadline=None)
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
-FUZZ = settings(max_examples=12_000 if LONG else 400, deadline=None, derandomize=not LONG,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+FUZZ = settings(
+    max_examples=12_000 if LONG else 400,
+    deadline=None,
+    derandomize=not LONG,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 SIZE = 32
 CFG = PreprocessCfg(max_image_pixels=4_000_000)  # a corrupted size field must not cost seconds
-CODES = {codes.IMAGE_EMPTY, codes.IMAGE_BYTES_TOO_LARGE, codes.NOT_AN_IMAGE, codes.IMAGE_FORMAT_UNSUPPORTED,
-         codes.IMAGE_TOO_LARGE, codes.IMAGE_TRUNCATED, codes.IMAGE_DECODE_ERROR}  # fmt: skip
+CODES = {
+    codes.IMAGE_EMPTY,
+    codes.IMAGE_BYTES_TOO_LARGE,
+    codes.NOT_AN_IMAGE,
+    codes.IMAGE_FORMAT_UNSUPPORTED,
+    codes.IMAGE_TOO_LARGE,
+    codes.IMAGE_TRUNCATED,
+    codes.IMAGE_DECODE_ERROR,
+}
 
 
 def _seeds() -> list[bytes]:
@@ -36,8 +47,14 @@ def _seeds() -> list[bytes]:
 
     photo = Image.open(io.BytesIO(real_photos(max_side=48)[0][1]))
     out = []
-    for fmt, extra in [("JPEG", {"quality": 80}), ("JPEG", {"progressive": True}), ("PNG", {}),
-                       ("GIF", {}), ("WEBP", {"quality": 70}), ("PNG", {"mode": "LA"})]:  # fmt: skip
+    for fmt, extra in [
+        ("JPEG", {"quality": 80}),
+        ("JPEG", {"progressive": True}),
+        ("PNG", {}),
+        ("GIF", {}),
+        ("WEBP", {"quality": 70}),
+        ("PNG", {"mode": "LA"}),
+    ]:
         im = photo.convert(extra.pop("mode")) if "mode" in extra else photo
         buf = io.BytesIO()
         im.save(buf, fmt, **extra)
@@ -86,9 +103,20 @@ def test_mutated_real_images_never_raise_and_answer_the_same(data):
 
 
 @FUZZ
-@given(st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF\0\0\0\0WEBP",
-                        b"BM", b"II*\x00", b"\x00\x00\x01\x00"]),
-       st.binary(max_size=512))  # fmt: skip
+@given(
+    st.sampled_from(
+        [
+            b"\xff\xd8\xff",
+            b"\x89PNG\r\n\x1a\n",
+            b"GIF89a",
+            b"RIFF\0\0\0\0WEBP",
+            b"BM",
+            b"II*\x00",
+            b"\x00\x00\x01\x00",
+        ]
+    ),
+    st.binary(max_size=512),
+)
 def test_random_bytes_behind_a_real_signature(signature, body):
     _check(signature + body)
 

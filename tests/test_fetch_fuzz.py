@@ -35,16 +35,36 @@ LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 
 
 def fuzz(n: int):
-    return settings(max_examples=n * 20 if LONG else n, deadline=None, derandomize=not LONG,
-                    database=None, suppress_health_check=list(HealthCheck))  # fmt: skip
+    return settings(
+        max_examples=n * 20 if LONG else n,
+        deadline=None,
+        derandomize=not LONG,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 # a short deadline and no retries: a case that reaches a listening loopback port cannot slow the run
-CFG = FetchCfg(timeout_s=0.5, deadline_s=0.5, retries=0, max_redirects=2, max_bytes=4096,
-               schemes=["http", "https", "s3", "file"])  # fmt: skip
+CFG = FetchCfg(
+    timeout_s=0.5,
+    deadline_s=0.5,
+    retries=0,
+    max_redirects=2,
+    max_bytes=4096,
+    schemes=["http", "https", "s3", "file"],
+)
 GUARDED = dataclasses.replace(CFG, block_private_networks=True, schemes=["http", "https"])
-CODES = {codes.OK, codes.MISSING, codes.IMAGE_NOT_FOUND, codes.IMAGE_FETCH_TIMEOUT, codes.IMAGE_FETCH_ERROR,
-         codes.IMAGE_URL_INVALID, codes.IMAGE_URL_FORBIDDEN, codes.IMAGE_NOT_A_FILE, codes.IMAGE_BYTES_TOO_LARGE}  # fmt: skip
+CODES = {
+    codes.OK,
+    codes.MISSING,
+    codes.IMAGE_NOT_FOUND,
+    codes.IMAGE_FETCH_TIMEOUT,
+    codes.IMAGE_FETCH_ERROR,
+    codes.IMAGE_URL_INVALID,
+    codes.IMAGE_URL_FORBIDDEN,
+    codes.IMAGE_NOT_A_FILE,
+    codes.IMAGE_BYTES_TOO_LARGE,
+}
 
 LOOPBACK = ["127.0.0.1", "127.1", "127.0.0.255", "0x7f.1", "0x7f000001", "2130706433",
             "0177.0.0.1", "localhost", "LocalHost", "localhost.", "[::1]", "[0:0:0:0:0:0:0:1]",
@@ -100,7 +120,7 @@ def url_grammar(port: int, closed: int, depth: int = 1) -> st.SearchStrategy[str
                 ":443",
                 ":65536",
             ]
-        ),  # fmt: skip
+        ),
         paths,
         tails,
     )
@@ -137,11 +157,22 @@ def only_loopback_literals(url) -> bool:
 @pytest.fixture(scope="module")
 def env():
     """A hostile server, a closed port, and an S3 endpoint on a closed loopback port."""
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                                            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}  # fmt: skip
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+        )
+    }
     closed = free_port()
-    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{closed}", AWS_ACCESS_KEY_ID="testing",
-                      AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{closed}",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     with HostileServer({"cat": b"cat bytes"}) as h:
         yield h.port, closed
     for k, v in saved.items():

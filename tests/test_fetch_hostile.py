@@ -59,7 +59,7 @@ ROUTES = [
     ("/status/404", codes.IMAGE_NOT_FOUND, None),
     ("/status/302", codes.IMAGE_FETCH_ERROR, None),  # a redirect without Location
     ("/garbage", codes.IMAGE_FETCH_ERROR, None),
-]  # fmt: skip
+]
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,14 @@ def new_threads(before: set[threading.Thread], wait_s: float = 1.0) -> list[thre
     threads that are ending get `wait_s` to end."""
     end = time.monotonic() + wait_s
     while True:
-        left = [t for t in threading.enumerate() if t not in before and t.is_alive()
-                and not t.name.endswith(("(_answer)", "(_serve)"))
-                and not t.name.startswith("mmsent-dns")]  # fmt: skip
+        left = [
+            t
+            for t in threading.enumerate()
+            if t not in before
+            and t.is_alive()
+            and not t.name.endswith(("(_answer)", "(_serve)"))
+            and not t.name.startswith("mmsent-dns")
+        ]
         if not left or time.monotonic() > end:
             return left
         time.sleep(0.02)
@@ -123,8 +128,10 @@ def test_a_fetch_thread_abandoned_by_its_caller_still_ends_at_the_deadline(hosti
     fetch(hostile.url("/img/cat"), CFG)
     before = set(threading.enumerate())
     results = []
-    threads = [threading.Thread(target=lambda u=u: results.append(fetch(u, CFG)))
-               for u in (hostile.url("/trickle-headers?every=0.05&t"), hostile.url("/hang?t"))]  # fmt: skip
+    threads = [
+        threading.Thread(target=lambda u=u: results.append(fetch(u, CFG)))
+        for u in (hostile.url("/trickle-headers?every=0.05&t"), hostile.url("/hang?t"))
+    ]
     for t in threads:
         t.start()
     time.sleep(0.2)  # the caller gives up here
@@ -163,18 +170,46 @@ def test_a_kept_alive_connection_the_server_dropped_is_replaced_not_failed():
 
 @pytest.mark.parametrize(
     "url",
-    ["http://[::1/x", "https://[]/", "http://[evil]/a.jpg", "http://[::1]]/a.jpg",
-     "http://[fe80::1%25eth0]/a.jpg", "http://127.0.0.1:99999/a.jpg", "http://127.0.0.1:-1/a",
-     "http://127.0.0.1:0/a", "http://127.0.0.1:8x/a", "http://127.0.0.1:\u0663/a",
-     "http://127.0.0.1/a\x00.jpg", "http://127.0.0.1/a\r\nX-Injected: 1", "http://127.0.0.1\n/a",
-     "http://127.0.0.1/a\tb", "http://exa mple/a.jpg", "http://a..b/a.jpg", "http://a_b%2f/x",
-     "http://" + "\u00fc" * 64 + ".example/a.jpg",  # an IDNA label over 63 characters
-     "http://xn--\u00fc/a", "http://\udcff/a", "http://127.0.0.1/" + "a" * MAX_URL_CHARS,
-     "http://", "http:///a.jpg", "http://:80/a", "ht!tp://127.0.0.1/", "://127.0.0.1/",
-     "file://elsewhere/etc/passwd", "file:///tmp/a%00.jpg", "file://[::1/a", "file://[[::1]]/a",
-     "s3://", "s3:///key", "s3://b/", "s3://bad bucket/k", "s3://b\u00e9/k", "s3://[b/k",
-     " " * 10_000 + "x" * 100_000],
-)  # fmt: skip
+    [
+        "http://[::1/x",
+        "https://[]/",
+        "http://[evil]/a.jpg",
+        "http://[::1]]/a.jpg",
+        "http://[fe80::1%25eth0]/a.jpg",
+        "http://127.0.0.1:99999/a.jpg",
+        "http://127.0.0.1:-1/a",
+        "http://127.0.0.1:0/a",
+        "http://127.0.0.1:8x/a",
+        "http://127.0.0.1:\u0663/a",
+        "http://127.0.0.1/a\x00.jpg",
+        "http://127.0.0.1/a\r\nX-Injected: 1",
+        "http://127.0.0.1\n/a",
+        "http://127.0.0.1/a\tb",
+        "http://exa mple/a.jpg",
+        "http://a..b/a.jpg",
+        "http://a_b%2f/x",
+        "http://" + "\u00fc" * 64 + ".example/a.jpg",  # an IDNA label over 63 characters
+        "http://xn--\u00fc/a",
+        "http://\udcff/a",
+        "http://127.0.0.1/" + "a" * MAX_URL_CHARS,
+        "http://",
+        "http:///a.jpg",
+        "http://:80/a",
+        "ht!tp://127.0.0.1/",
+        "://127.0.0.1/",
+        "file://elsewhere/etc/passwd",
+        "file:///tmp/a%00.jpg",
+        "file://[::1/a",
+        "file://[[::1]]/a",
+        "s3://",
+        "s3:///key",
+        "s3://b/",
+        "s3://bad bucket/k",
+        "s3://b\u00e9/k",
+        "s3://[b/k",
+        " " * 10_000 + "x" * 100_000,
+    ],
+)
 def test_malformed_urls_are_invalid_without_any_connection(url):
     with connect_attempts() as attempts:
         got, took = timed(url)
@@ -202,8 +237,16 @@ def test_local_paths_that_are_not_regular_files(tmp_path):
     (tmp_path / "zero.jpg").symlink_to("/dev/zero")
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(tmp_path / "s"))
-    cases = [tmp_path / "fifo", "/dev/zero", "/dev/urandom", "/dev/null", tmp_path,
-             tmp_path / "zero.jpg", tmp_path / "s", f"file://{tmp_path / 'fifo'}"]  # fmt: skip
+    cases = [
+        tmp_path / "fifo",
+        "/dev/zero",
+        "/dev/urandom",
+        "/dev/null",
+        tmp_path,
+        tmp_path / "zero.jpg",
+        tmp_path / "s",
+        f"file://{tmp_path / 'fifo'}",
+    ]
     try:
         for path in cases:
             got, took = timed(str(path), SMALL)
@@ -301,19 +344,26 @@ def tls_certificates(folder) -> tuple[str, str, str]:
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
 
     def cert(name, public, signer, issuer, ca: bool):
-        b = (x509.CertificateBuilder()
-             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-             .public_key(public).serial_number(x509.random_serial_number())
-             .not_valid_before(now - datetime.timedelta(days=1))
-             .not_valid_after(now + datetime.timedelta(days=1))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                 signer.public_key()), critical=False))  # fmt: skip
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                critical=False,
+            )
+        )
         if ca:
-            b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                              False), critical=True)  # fmt: skip
+            b = b.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
         else:
             b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
         return b.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
@@ -324,8 +374,13 @@ def tls_certificates(folder) -> tuple[str, str, str]:
     with open(paths[1], "wb") as f:
         f.write(cert("localhost", key.public_key(), ca_key, "mmsent test CA", False))
     with open(paths[2], "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))  # fmt: skip
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     return tuple(paths)
 
 

@@ -76,8 +76,14 @@ def test_masked_modality_has_no_effect_on_head(head):
 
     def feats(seed):
         g = torch.Generator().manual_seed(seed)
-        return {m: TowerOut(torch.randn(B, d, generator=g), torch.randn(B, 5, d, generator=g), torch.ones(B, 5, dtype=torch.bool))
-                for m, d in dims.items()}  # fmt: skip
+        return {
+            m: TowerOut(
+                torch.randn(B, d, generator=g),
+                torch.randn(B, 5, d, generator=g),
+                torch.ones(B, 5, dtype=torch.bool),
+            )
+            for m, d in dims.items()
+        }
 
     a, b = feats(1), feats(2)
     for m in dims:  # keep the present rows' features equal; absent rows differ
@@ -162,8 +168,16 @@ def test_other_transformers_towers_from_local_dirs(tmp_path, encoders, photos):
     ).save_pretrained(distil)
     for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(f"{encoders[0]}/{f}", distil / f)
-    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                       image_size=32, patch_size=8)).save_pretrained(tmp_path / "vit")  # fmt: skip
+    ViTModel(
+        ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+        )
+    ).save_pretrained(tmp_path / "vit")
     ResNetModel(
         ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
     ).save_pretrained(tmp_path / "resnet")

@@ -52,9 +52,19 @@ def test_real_photos_decode():
 
 @pytest.mark.parametrize(
     "mode,fmt,kw",
-    [("RGBA", "PNG", {}), ("LA", "PNG", {}), ("P", "PNG", {}), ("CMYK", "JPEG", {}), ("L", "JPEG", {}),
-     ("I;16", "PNG", {}), ("1", "PNG", {}), ("RGB", "WEBP", {}), ("RGB", "BMP", {}), ("RGB", "TIFF", {})],
-)  # fmt: skip
+    [
+        ("RGBA", "PNG", {}),
+        ("LA", "PNG", {}),
+        ("P", "PNG", {}),
+        ("CMYK", "JPEG", {}),
+        ("L", "JPEG", {}),
+        ("I;16", "PNG", {}),
+        ("1", "PNG", {}),
+        ("RGB", "WEBP", {}),
+        ("RGB", "BMP", {}),
+        ("RGB", "TIFF", {}),
+    ],
+)
 def test_every_mode_to_rgb(mode, fmt, kw):
     im = halves()
     im = im.convert("I;16") if mode == "I;16" else im.convert(mode)
@@ -108,9 +118,12 @@ def test_decompression_bomb_is_refused():
 
 @pytest.mark.parametrize(
     "data,code",
-    [(b"", codes.IMAGE_EMPTY), (b"<html><body>Not found</body></html>", codes.NOT_AN_IMAGE),
-     (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, codes.IMAGE_DECODE_ERROR)],
-)  # fmt: skip
+    [
+        (b"", codes.IMAGE_EMPTY),
+        (b"<html><body>Not found</body></html>", codes.NOT_AN_IMAGE),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, codes.IMAGE_DECODE_ERROR),
+    ],
+)
 def test_bad_bytes(data, code):
     assert decode_image(data, 64, CFG) == (None, code)
 
@@ -146,10 +159,19 @@ def test_random_garbage_never_raises():
 
 @pytest.mark.parametrize(
     "value,status",
-    [(None, codes.MISSING), (float("nan"), codes.MISSING), ("", codes.EMPTY_TEXT), ("   \n", codes.EMPTY_TEXT),
-     (b"\xff\xfe\x00bad", codes.TEXT_NOT_UTF8), ("lone \ud800 surrogate", codes.TEXT_NOT_UTF8), (42, codes.TEXT_INVALID),
-     (["a"], codes.TEXT_INVALID), ("fine", codes.OK), ("caf\u00e9".encode(), codes.OK)],
-)  # fmt: skip
+    [
+        (None, codes.MISSING),
+        (float("nan"), codes.MISSING),
+        ("", codes.EMPTY_TEXT),
+        ("   \n", codes.EMPTY_TEXT),
+        (b"\xff\xfe\x00bad", codes.TEXT_NOT_UTF8),
+        ("lone \ud800 surrogate", codes.TEXT_NOT_UTF8),
+        (42, codes.TEXT_INVALID),
+        (["a"], codes.TEXT_INVALID),
+        ("fine", codes.OK),
+        ("caf\u00e9".encode(), codes.OK),
+    ],
+)
 def test_text_statuses(value, status):
     assert clean_text(value, CFG)[1] == status
 
@@ -193,8 +215,13 @@ def test_tokenizer_matches_autotokenizer_and_decoding_needs_no_torch():
     from mmsent.train.data import read_vader
 
     texts = read_vader().texts[:500] + ["", "ünïcödé 😀 test", "a " * 400]
-    kw = {"max_length": 128, "truncation": True, "stride": 32, "padding": "max_length",
-          "return_overflowing_tokens": True}  # fmt: skip
+    kw = {
+        "max_length": 128,
+        "truncation": True,
+        "stride": 32,
+        "padding": "max_length",
+        "return_overflowing_tokens": True,
+    }
     ours = Preprocessor(ModelCfg()).tokenizer(texts, **kw)
     auto = AutoTokenizer.from_pretrained(resolve_text_path("minilm"), local_files_only=True)(
         texts, **kw

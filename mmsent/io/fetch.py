@@ -649,9 +649,12 @@ def _s3_client(cfg: FetchCfg, deadline: _Deadline):
                 if _State.s3_loader is None:
                     _State.s3_loader = session.get_component("data_loader")
                 session.register_component("data_loader", _State.s3_loader)
-                conf = Config(connect_timeout=timeout, read_timeout=timeout,
-                              retries={"total_max_attempts": 1},  # our retries, in the deadline
-                              max_pool_connections=key[1])  # fmt: skip
+                conf = Config(
+                    connect_timeout=timeout,
+                    read_timeout=timeout,
+                    retries={"total_max_attempts": 1},  # our retries, in the deadline
+                    max_pool_connections=key[1],
+                )
                 client = boto3.session.Session(botocore_session=session).client("s3", config=conf)
                 if len(_State.s3) >= 32:
                     _State.s3.pop(next(iter(_State.s3)))

@@ -42,8 +42,14 @@ def build_head(cfg, dims: dict[str, int], num_classes: int) -> nn.Module:
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.LayerNorm(d_in), nn.Dropout(dropout), nn.Linear(d_in, d_hidden), nn.GELU(),
-                         nn.Dropout(dropout), nn.Linear(d_hidden, d_out))  # fmt: skip
+    return nn.Sequential(
+        nn.LayerNorm(d_in),
+        nn.Dropout(dropout),
+        nn.Linear(d_in, d_hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(d_hidden, d_out),
+    )
 
 
 class Head(nn.Module):
