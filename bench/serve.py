@@ -47,8 +47,10 @@ def load_posts(n: int) -> dict[str, list[dict]]:
     vader = read_vader()
     texts = [t for t, s in zip(vader.texts, vader.sources, strict=True) if s == "tweets"][:n]
     photos = [b for _, b in real_photos(max_side=1024)]
-    return {"text-only": [{"text": t} for t in texts],
-            "text+image": [{"text": t, "image": photos[i % len(photos)]} for i, t in enumerate(texts)]}  # fmt: skip
+    return {
+        "text-only": [{"text": t} for t in texts],
+        "text+image": [{"text": t, "image": photos[i % len(photos)]} for i, t in enumerate(texts)],
+    }
 
 
 def bare_rates(model_dir: str | None, posts: dict, sizes: tuple[int, ...], seconds: float) -> dict:
@@ -94,8 +96,12 @@ async def load(url: str, bodies: list[bytes], concurrency: int, seconds: float) 
         await asyncio.gather(*(client(s, k, start + seconds) for k in range(concurrency)))
         elapsed = time.perf_counter() - start
     ms = np.array(lat) * 1000
-    return {"rps": len(lat) / elapsed, "p50": np.percentile(ms, 50), "p99": np.percentile(ms, 99),
-            "errors": errors}  # fmt: skip
+    return {
+        "rps": len(lat) / elapsed,
+        "p50": np.percentile(ms, 50),
+        "p99": np.percentile(ms, 99),
+        "errors": errors,
+    }
 
 
 def serve_rates(args, posts: dict, ingress: str) -> dict:
@@ -107,9 +113,12 @@ def serve_rates(args, posts: dict, ingress: str) -> dict:
 def _serve_rates(args, posts: dict, ingress: str) -> dict:
     first_port = _free_port() if ingress == "direct" else None
     if first_port:  # before Ray and Serve are imported: they read it at import
-        os.environ.update(RAY_SERVE_ENABLE_DIRECT_INGRESS="1", RAY_SERVE_USE_GRPC_BY_DEFAULT="1",
-                          RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT=str(first_port),
-                          RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT=str(first_port + 100))  # fmt: skip
+        os.environ.update(
+            RAY_SERVE_ENABLE_DIRECT_INGRESS="1",
+            RAY_SERVE_USE_GRPC_BY_DEFAULT="1",
+            RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT=str(first_port),
+            RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT=str(first_port + 100),
+        )
     import ray
     from ray import serve
 
@@ -121,8 +130,10 @@ def _serve_rates(args, posts: dict, ingress: str) -> dict:
     serve.start(http_options={"host": "127.0.0.1", "port": proxy_port})
     bodies = {kind: [_body(p) for p in items] for kind, items in posts.items()}
     results = {}
-    for batching, user_config in (("on", {"max_batch_size": args.batch_size, "batch_wait_timeout_s": args.wait_ms / 1000}),
-                                  ("off", {"max_batch_size": 1, "batch_wait_timeout_s": 0.0})):  # fmt: skip
+    for batching, user_config in (
+        ("on", {"max_batch_size": args.batch_size, "batch_wait_timeout_s": args.wait_ms / 1000}),
+        ("off", {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}),
+    ):
         # max_ongoing_requests: the deployment's default (64), above the highest concurrency, so
         # every request waits in the replica's batch queue, none in the router's retry backoff
         model_options = {
@@ -133,8 +144,11 @@ def _serve_rates(args, posts: dict, ingress: str) -> dict:
         serve.run(app, name="bench", route_prefix="/")
         port = _replica_port(first_port, user_config) if first_port else proxy_port
         replica = _card(port)["batching"]["replica"]
-        print(f"ingress {ingress} (port {port}), batching {batching}: model replica on "
-              f"{replica['device']}, torch threads {replica['torch_threads']}", flush=True)  # fmt: skip
+        print(
+            f"ingress {ingress} (port {port}), batching {batching}: model replica on "
+            f"{replica['device']}, torch threads {replica['torch_threads']}",
+            flush=True,
+        )
         for kind in posts:
             for c in args.concurrency:
                 results[batching, kind, c] = asyncio.run(
@@ -184,8 +198,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wait-ms", type=float, default=10.0, help="batch wait, batching on")
     ap.add_argument("--posts", type=int, default=256)
     ap.add_argument("--ingress", default="proxy,direct", help="ingress paths: proxy, direct")
-    ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                    help="torch threads of the bare model and of the model replica")  # fmt: skip
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="torch threads of the bare model and of the model replica",
+    )
     args = ap.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     ingresses = args.ingress.split(",")
@@ -198,21 +216,27 @@ def main(argv: list[str] | None = None) -> None:
     served = {ingress: serve_rates(args, posts, ingress) for ingress in ingresses}
     after = bare_rates(args.model, posts, sizes, args.seconds)
     bare = {k: (before[k] + after[k]) / 2 for k in before}
-    print(f"cores: {os.cpu_count()}, torch threads (bare and replica): {args.threads}, posts: "
-          f"{args.posts}, {args.seconds:g} s per figure, batching on = max_batch_size "
-          f"{args.batch_size}, wait {args.wait_ms:g} ms")  # fmt: skip
+    print(
+        f"cores: {os.cpu_count()}, torch threads (bare and replica): {args.threads}, posts: "
+        f"{args.posts}, {args.seconds:g} s per figure, batching on = max_batch_size "
+        f"{args.batch_size}, wait {args.wait_ms:g} ms"
+    )
     print(f"{'ingress':7s} {'posts':11s} {'batching':8s} {'conc':>4s} {'req/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'errors':>6s}")  # fmt: skip
     for ingress, figures in served.items():
         for (batching, kind, c), r in figures.items():
             print(f"{ingress:7s} {kind:11s} {batching:8s} {c:4d} {r['rps']:7.1f} {r['p50']:7.0f} {r['p99']:7.0f} {r['errors']:6d}")  # fmt: skip
     top, bs = max(args.concurrency), args.batch_size
     for kind in posts:
-        print(f"{kind:11s} bare model: {bare[kind, 1]:.1f} posts/s one by one, {bare[kind, bs]:.1f} in "
-              f"batches of {bs} (mean of before {before[kind, bs]:.1f} and after {after[kind, bs]:.1f})")  # fmt: skip
+        print(
+            f"{kind:11s} bare model: {bare[kind, 1]:.1f} posts/s one by one, {bare[kind, bs]:.1f} in "
+            f"batches of {bs} (mean of before {before[kind, bs]:.1f} and after {after[kind, bs]:.1f})"
+        )
         for ingress, figures in served.items():
             on, off = figures["on", kind, top]["rps"], figures["off", kind, top]["rps"]
-            print(f"{kind:11s} {ingress} ingress at c={top}: batched/bare(batches) {on / bare[kind, bs]:.2f}x, "
-                  f"unbatched/bare(one by one) {off / bare[kind, 1]:.2f}x, batched/unbatched {on / off:.2f}x")  # fmt: skip
+            print(
+                f"{kind:11s} {ingress} ingress at c={top}: batched/bare(batches) {on / bare[kind, bs]:.2f}x, "
+                f"unbatched/bare(one by one) {off / bare[kind, 1]:.2f}x, batched/unbatched {on / off:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -37,23 +37,47 @@ def api(ray_local, s3_server, tmp_path_factory):
     boto3.client("s3").create_bucket(Bucket="mmsent-serve-test")
     boto3.client("s3").put_object(Bucket="mmsent-serve-test", Key="p.jpg", Body=photos[names[0]])
     model_dir = tiny_checkpoint(tmp_path_factory.getbasetemp() / "tiny-model")
-    cfg = ServeCfg(model_dir=model_dir, max_posts=4, max_body_bytes=512 * 1024,
-                   max_image_bytes=200 * 1024, auth_token_env="MMSENT_TEST_TOKEN",
-                   fetch=ServeFetchCfg(schemes=["http", "https", "s3"], allow_networks=["127.0.0.2/32"],
-                                       timeout_s=2.0, retries=0))  # fmt: skip
+    cfg = ServeCfg(
+        model_dir=model_dir,
+        max_posts=4,
+        max_body_bytes=512 * 1024,
+        max_image_bytes=200 * 1024,
+        auth_token_env="MMSENT_TEST_TOKEN",
+        fetch=ServeFetchCfg(
+            schemes=["http", "https", "s3"],
+            allow_networks=["127.0.0.2/32"],
+            timeout_s=2.0,
+            retries=0,
+        ),
+    )
     log = tmp / "netguard.log"
     log.touch()
-    env = {"PYTHONPATH": str(NETGUARD_DIR), "MMSENT_NETGUARD_LOG": str(log),
-           "MMSENT_TEST_TOKEN": TOKEN}  # fmt: skip
+    env = {
+        "PYTHONPATH": str(NETGUARD_DIR),
+        "MMSENT_NETGUARD_LOG": str(log),
+        "MMSENT_TEST_TOKEN": TOKEN,
+    }
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = compose(cfg, model_options={"ray_actor_options": {"num_cpus": 1, "num_gpus": 0.5}},
-                  api_options={"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}})  # fmt: skip
+    app = compose(
+        cfg,
+        model_options={"ray_actor_options": {"num_cpus": 1, "num_gpus": 0.5}},
+        api_options={"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}},
+    )
     serve.run(app, name="mmsent-test", route_prefix="/")
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {TOKEN}"
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", http=http, cfg=cfg, photos=photos,
-                          names=names, target=target, images=images, log=log, tmp=tmp)  # fmt: skip
+    yield SimpleNamespace(
+        url=f"http://127.0.0.1:{port}",
+        http=http,
+        cfg=cfg,
+        photos=photos,
+        names=names,
+        target=target,
+        images=images,
+        log=log,
+        tmp=tmp,
+    )
     serve.shutdown()
     target.close()
     images.close()
@@ -103,8 +127,10 @@ def test_health_model_card_and_docs(api):
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer no"}, {"Authorization": TOKEN}])
 def test_bearer_token_is_required(api, headers):
-    for r in (requests.post(f"{api.url}/v1/sentiment", json={"text": "hi"}, headers=headers, timeout=30),
-              requests.get(f"{api.url}/v1/model", headers=headers, timeout=30)):  # fmt: skip
+    for r in (
+        requests.post(f"{api.url}/v1/sentiment", json={"text": "hi"}, headers=headers, timeout=30),
+        requests.get(f"{api.url}/v1/model", headers=headers, timeout=30),
+    ):
         assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
         assert r.json()["error"]["code"] == codes.UNAUTHORIZED
 
@@ -120,11 +146,18 @@ def test_single_posts_agree_with_mmsent_predict(api, capsys):
     assert want_both["modalities_used"] == ["text", "image"]
     assert_same(post(api, {"text": text}).json(), want_text)
     with path.open("rb") as f:
-        upload = api.http.post(f"{api.url}/v1/sentiment", data={"text": text, "id": "u1"},
-                               files={"image": (path.name, f, "image/jpeg")}, timeout=60)  # fmt: skip
-    for r in (upload, post(api, {"text": text, "image_base64": b64(path.read_bytes())}),
-              post(api, {"text": text, "image_url": api.images.url(f"/img/{name}")}),
-              post(api, {"text": text, "image_url": "s3://mmsent-serve-test/p.jpg"})):  # fmt: skip
+        upload = api.http.post(
+            f"{api.url}/v1/sentiment",
+            data={"text": text, "id": "u1"},
+            files={"image": (path.name, f, "image/jpeg")},
+            timeout=60,
+        )
+    for r in (
+        upload,
+        post(api, {"text": text, "image_base64": b64(path.read_bytes())}),
+        post(api, {"text": text, "image_url": api.images.url(f"/img/{name}")}),
+        post(api, {"text": text, "image_url": "s3://mmsent-serve-test/p.jpg"}),
+    ):
         assert r.status_code == 200, r.text
         assert_same(r.json(), want_both)
     assert upload.json()["id"] == "u1"
@@ -134,16 +167,23 @@ def test_list_request_agrees_with_the_predictor_in_order(api):
     from mmsent.predictor import Predictor
 
     a, b = (api.photos[n] for n in api.names[1:3])
-    posts = [{"id": 1, "text": "terrible service, never again"},
-             {"id": "two", "text": "nice", "image_base64": b64(a)},
-             {"image_url": api.images.url(f"/img/{api.names[2]}")},
-             {"text": "   ", "image_base64": "data:image/jpeg;base64," + b64(b)}]  # fmt: skip
+    posts = [
+        {"id": 1, "text": "terrible service, never again"},
+        {"id": "two", "text": "nice", "image_base64": b64(a)},
+        {"image_url": api.images.url(f"/img/{api.names[2]}")},
+        {"text": "   ", "image_base64": "data:image/jpeg;base64," + b64(b)},
+    ]
     r = post(api, posts)
     assert r.status_code == 200, r.text
     got = r.json()["predictions"]
     want = Predictor(api.cfg.model_dir).predict(
-        [{"text": "terrible service, never again"}, {"text": "nice", "image": a},
-         {"text": None, "image": b}, {"text": "   ", "image": b}])  # fmt: skip
+        [
+            {"text": "terrible service, never again"},
+            {"text": "nice", "image": a},
+            {"text": None, "image": b},
+            {"text": "   ", "image": b},
+        ]
+    )
     assert [g.get("id") for g in got] == [1, "two", None, None]
     for g, w in zip(got, want, strict=True):
         assert_same(g, w)
@@ -195,9 +235,14 @@ def test_hostile_inputs_get_a_clear_4xx_json_error(api):
 
 def test_ssrf_attempts_are_refused_without_connecting(api):
     t = api.target.port
-    direct = [f"http://127.0.0.1:{t}/img/x.jpg", f"http://localhost:{t}/img/x.jpg",
-              f"http://[::1]:{t}/img/x.jpg", f"http://2130706433:{t}/img/x.jpg",
-              "http://10.0.0.1/img.jpg", "http://169.254.169.254/latest/meta-data/iam/"]  # fmt: skip
+    direct = [
+        f"http://127.0.0.1:{t}/img/x.jpg",
+        f"http://localhost:{t}/img/x.jpg",
+        f"http://[::1]:{t}/img/x.jpg",
+        f"http://2130706433:{t}/img/x.jpg",
+        "http://10.0.0.1/img.jpg",
+        "http://169.254.169.254/latest/meta-data/iam/",
+    ]
     redirects = [api.images.url(f"/redirect?to={u}") for u in direct]
     hits_before = len(api.images.hits)
     for url in direct + redirects:
@@ -221,7 +266,7 @@ def test_bounded_concurrent_load_has_no_5xx(api):
     with ThreadPoolExecutor(12) as pool:
         statuses = list(pool.map(lambda p: post(api, p).status_code, payloads))
     assert len(statuses) == 48 and not [c for c in statuses if c >= 500]
-    assert codes.count(200) == 36 and codes.count(422) == 12
+    assert statuses.count(200) == 36 and statuses.count(422) == 12
     # posts of concurrent requests share forward passes (list requests alone make batches of 2)
     replica = api.http.get(f"{api.url}/v1/model", timeout=30).json()["batching"]["replica"]
     assert replica["largest_batch"] >= 4, replica
@@ -229,8 +274,15 @@ def test_bounded_concurrent_load_has_no_5xx(api):
 
 def test_metrics_are_exported_in_prometheus_format(api, ray_local):
     port = ray_local.nodes()[0]["MetricsExportPort"]
-    wanted = ['ray_mmsent_requests_total{', 'status="422"', 'status="200"', "ray_mmsent_request_latency_ms_bucket",
-              "ray_mmsent_batch_size_bucket", 'code="image_url_forbidden"', 'ray_mmsent_posts_total{']  # fmt: skip
+    wanted = [
+        "ray_mmsent_requests_total{",
+        'status="422"',
+        'status="200"',
+        "ray_mmsent_request_latency_ms_bucket",
+        "ray_mmsent_batch_size_bucket",
+        'code="image_url_forbidden"',
+        "ray_mmsent_posts_total{",
+    ]
     deadline, text = time.monotonic() + 90, ""
     while time.monotonic() < deadline:  # Ray exports on an interval (10 s by default)
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
@@ -247,7 +299,13 @@ def test_ray_and_serve_listen_on_loopback_only(api):
     import psutil
 
     ours = {p.pid for p in psutil.Process().children(recursive=True)} | {psutil.Process().pid}
-    listening = [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.pid in ours]  # fmt: skip
-    replicas = {p.pid for p in psutil.process_iter(["cmdline"]) if "ServeReplica" in " ".join(p.info["cmdline"] or [])}  # fmt: skip
+    listening = [
+        c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.pid in ours
+    ]
+    replicas = {
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if "ServeReplica" in " ".join(p.info["cmdline"] or [])
+    }
     assert replicas & {c.pid for c in listening}, "no listening Serve replica found"
     assert [(c.laddr, c.pid) for c in listening if not netguard.is_loopback(c.laddr.ip)] == []

@@ -70,8 +70,13 @@ def _config(tmp, port: int, model_dir: str, user_config: dict) -> str:
     app["args"]["auth_token_env"] = None
     api, model = app["deployments"]
     del model["autoscaling_config"]
-    model.update(num_replicas=1, max_ongoing_requests=2, max_queued_requests=2,
-                 user_config=user_config, ray_actor_options={"num_cpus": 1, "num_gpus": 0.25})  # fmt: skip
+    model.update(
+        num_replicas=1,
+        max_ongoing_requests=2,
+        max_queued_requests=2,
+        user_config=user_config,
+        ray_actor_options={"num_cpus": 1, "num_gpus": 0.25},
+    )
     path = tmp / f"serve-{len(list(tmp.glob('*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
@@ -105,8 +110,14 @@ def _healthy(url: str) -> bool:
 
 def _burst(url: str, n: int) -> list[requests.Response]:
     with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(lambda i: requests.post(f"{url}/v1/sentiment", json={"text": f"post {i}"},
-                                                     timeout=60), range(n)))  # fmt: skip
+        return list(
+            pool.map(
+                lambda i: requests.post(
+                    f"{url}/v1/sentiment", json={"text": f"post {i}"}, timeout=60
+                ),
+                range(n),
+            )
+        )
 
 
 def _batching(url: str) -> dict:

@@ -31,10 +31,26 @@ def cfg(**kw) -> ServeFetchCfg:
 
 @pytest.mark.parametrize(
     "ip",
-    ["127.0.0.1", "10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.100.100.200",
-     "0.0.0.0", "224.0.0.1", "::1", "::", "fe80::1", "fd00:ec2::254", "::ffff:127.0.0.1",
-     "::ffff:169.254.169.254", "::a9fe:a9fe", "2002:a9fe:a9fe::1", "64:ff9b::a9fe:a9fe"],
-)  # fmt: skip
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.100.100.200",
+        "0.0.0.0",
+        "224.0.0.1",
+        "::1",
+        "::",
+        "fe80::1",
+        "fd00:ec2::254",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "::a9fe:a9fe",
+        "2002:a9fe:a9fe::1",
+        "64:ff9b::a9fe:a9fe",
+    ],
+)
 def test_private_loopback_link_local_and_metadata_addresses_are_not_public(ip):
     assert not is_public_address(ip)
 
@@ -46,12 +62,20 @@ def test_global_addresses_are_public(ip):
 
 def forbidden_urls(target: WebServer) -> list[str]:
     p = target.port
-    return [f"http://127.0.0.1:{p}/img/a.jpg", f"http://localhost:{p}/img/a.jpg",
-            f"http://2130706433:{p}/img/a.jpg", f"http://0x7f.1:{p}/img/a.jpg",
-            f"http://[::1]:{p}/img/a.jpg", f"http://[::ffff:127.0.0.1]:{p}/img/a.jpg",
-            "http://10.0.0.1/img.jpg", "http://169.254.169.254/latest/meta-data/",
-            "http://[fd00:ec2::254]/latest/meta-data/", "http://100.100.100.200/latest/meta-data/",
-            "https://169.254.169.254/", "http://[::ffff:169.254.169.254]/"]  # fmt: skip
+    return [
+        f"http://127.0.0.1:{p}/img/a.jpg",
+        f"http://localhost:{p}/img/a.jpg",
+        f"http://2130706433:{p}/img/a.jpg",
+        f"http://0x7f.1:{p}/img/a.jpg",
+        f"http://[::1]:{p}/img/a.jpg",
+        f"http://[::ffff:127.0.0.1]:{p}/img/a.jpg",
+        "http://10.0.0.1/img.jpg",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://100.100.100.200/latest/meta-data/",
+        "https://169.254.169.254/",
+        "http://[::ffff:169.254.169.254]/",
+    ]
 
 
 def test_forbidden_hosts_are_refused_before_any_connection(servers):

@@ -1,7 +1,7 @@
 """Property-based fuzzing of the Serve request model, without HTTP or Ray: `parse_json` on random
 JSON values and random bytes, and the ingress's whole parse -> images -> preprocess path
-(mmsent.serve.inputs, with the ingress's own Preprocessor of the tiny checkpoint) on post-shaped
-JSON with real, mutated and garbage images. The properties: nothing but a RequestError escapes,
+(mmsent.serve.parse, images and scoring, with the ingress's own Preprocessor of the tiny
+checkpoint) on post-shaped JSON with real, mutated and garbage images. The properties: nothing but a RequestError escapes,
 every RequestError is a 4xx with codes from mmsent.codes and a body that renders as JSON, a
 request that passes has one model input per post and ids that can be echoed back, and a re-run
 gives the same outcome. Image URLs are malformed, of a refused scheme or on hosts the SSRF guard
@@ -27,17 +27,18 @@ from mmsent import codes
 from mmsent.config import ModelCfg, ServeCfg, from_dict
 from mmsent.models.checkpoint import read_meta
 from mmsent.sample_data import real_photos
-from mmsent.serve.api import ErrorJSON
-from mmsent.serve.inputs import (
-    RequestError,
-    load_images,
-    parse_json,
-    preprocess,
-    serve_preprocessor,
-)
+from mmsent.serve.errors import ErrorJSON, RequestError
+from mmsent.serve.images import load_images
+from mmsent.serve.parse import parse_json
+from mmsent.serve.scoring import preprocess, serve_preprocessor
 
-settings.register_profile("long", max_examples=3000, deadline=None, derandomize=False,
-                          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+settings.register_profile(
+    "long",
+    max_examples=3000,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 CODES = {v for k, v in vars(codes).items() if k.isupper() and isinstance(v, str)}
 
@@ -46,15 +47,24 @@ def sized(n: int) -> settings:
     """`n` examples, derandomized (the same ones in every CI run); the long profile when asked."""
     if LONG:
         return settings.get_profile("long")
-    return settings(max_examples=n, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+    return settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 
 
 @pytest.fixture(scope="module")
 def ingress(tmp_path_factory):
     model_dir = tiny_checkpoint(tmp_path_factory.getbasetemp() / "tiny-model")
-    cfg = ServeCfg(model_dir=model_dir, max_posts=6, max_image_bytes=48 * 1024,
-                   max_request_image_bytes=96 * 1024, max_image_pixels=200_000)  # fmt: skip
+    cfg = ServeCfg(
+        model_dir=model_dir,
+        max_posts=6,
+        max_image_bytes=48 * 1024,
+        max_request_image_bytes=96 * 1024,
+        max_image_pixels=200_000,
+    )
     pre = serve_preprocessor(from_dict(ModelCfg, read_meta(model_dir)["model"]), cfg)
     return cfg, pre
 
@@ -89,7 +99,7 @@ json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | strings,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
     max_leaves=25,
-)  # fmt: skip
+)
 
 
 @sized(300)
@@ -102,7 +112,7 @@ def test_parse_json_on_random_json_values(ingress, value):
 
 @sized(300)
 @given(body=st.binary(max_size=300) | strings.map(lambda t: t.encode("utf-8", "surrogatepass")))
-def test_parse_json_on_random_bytes(ingress, body):  # fmt: skip
+def test_parse_json_on_random_bytes(ingress, body):
     cfg, _ = ingress
     assert outcome(body, cfg) == outcome(body, cfg)
 
@@ -134,7 +144,7 @@ def mutated(draw) -> bytes:
         st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6)
     ):
         data[pos % len(data)] = value
-    return bytes(data[: draw(st.integers(0, len(data)))] if draw(st.booleans()) else data)  # fmt: skip
+    return bytes(data[: draw(st.integers(0, len(data)))] if draw(st.booleans()) else data)
 
 
 def b64(data: bytes) -> str:
@@ -142,26 +152,57 @@ def b64(data: bytes) -> str:
 
 
 # hosts that are malformed, of a refused scheme, or refused by the SSRF guard before connecting
-URL_BASES = ["http://[::1/", "https://[]/", "http://[evil]/a.jpg", "http://10.0.0.1/",
-             "http://127.0.0.1:9/", "http://[::1]:9/", "http://169.254.169.254/", "ftp://10.0.0.1/",
-             "file:///etc/", "/etc/", "http://0.0.0.0/", "https://[fd00::1]/", "http://2130706433/"]  # fmt: skip
+URL_BASES = [
+    "http://[::1/",
+    "https://[]/",
+    "http://[evil]/a.jpg",
+    "http://10.0.0.1/",
+    "http://127.0.0.1:9/",
+    "http://[::1]:9/",
+    "http://169.254.169.254/",
+    "ftp://10.0.0.1/",
+    "file:///etc/",
+    "/etc/",
+    "http://0.0.0.0/",
+    "https://[fd00::1]/",
+    "http://2130706433/",
+]
 image_fields = st.one_of(
     st.just({}),
     mutated().map(lambda b: {"image_base64": b64(b)}),
     mutated().map(lambda b: {"image_base64": "data:image/png;base64," + b64(b)}),
     strings.map(lambda t: {"image_base64": t}),  # garbage, maybe base64 by chance
     st.tuples(st.sampled_from(URL_BASES), strings).map(lambda u: {"image_url": "".join(u)}),
-)  # fmt: skip
-texts = st.one_of(st.none(), strings,
-                  st.sampled_from(["good day", "\u200b", "\x01", "\ufeff", "\ud800", " \n ", "\x00"]))  # fmt: skip
+)
+texts = st.one_of(
+    st.none(),
+    strings,
+    st.sampled_from(["good day", "\u200b", "\x01", "\ufeff", "\ud800", " \n ", "\x00"]),
+)
 ids = st.none() | st.integers() | strings
-ODD = [{"id": "\ud800"}, {"id": 1.5}, {"id": [1]}, {"id": 10**30}, {"imageurl": "x"},
-                       {"\ud800": 1}, {"x" * 300: None}, {"text": 5}, {"image_url": None}]  # fmt: skip
+ODD = [
+    {"id": "\ud800"},
+    {"id": 1.5},
+    {"id": [1]},
+    {"id": 10**30},
+    {"imageurl": "x"},
+    {"\ud800": 1},
+    {"x" * 300: None},
+    {"text": 5},
+    {"image_url": None},
+]
 posts = st.builds(
-    lambda text, image, id_, extra: {**({} if text is None else {"text": text}), **image,
-                                      **({} if id_ is None else {"id": id_}), **extra},
-    texts, image_fields, ids, st.sampled_from([{}] * 3 * len(ODD) + ODD),  # mostly well-formed
-)  # fmt: skip
+    lambda text, image, id_, extra: {
+        **({} if text is None else {"text": text}),
+        **image,
+        **({} if id_ is None else {"id": id_}),
+        **extra,
+    },
+    texts,
+    image_fields,
+    ids,
+    st.sampled_from([{}] * 3 * len(ODD) + ODD),  # mostly well-formed
+)
 
 
 @sized(400)

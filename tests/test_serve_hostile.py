@@ -67,24 +67,43 @@ def api(ray_local, tmp_path_factory):
     fetch = ServeFetchCfg(
         allow_networks=["127.0.0.1/32"], timeout_s=1.0, deadline_s=DEADLINE_S, retries=0
     )
-    cfg = ServeCfg(model_dir=model_dir, max_posts=8, max_body_bytes=4 * 1024 * 1024,
-                   max_image_bytes=300 * 1024, max_request_image_bytes=2 * 1024 * 1024,
-                   auth_token_env="MMSENT_TEST_TOKEN", fetch=fetch)  # fmt: skip
+    cfg = ServeCfg(
+        model_dir=model_dir,
+        max_posts=8,
+        max_body_bytes=4 * 1024 * 1024,
+        max_image_bytes=300 * 1024,
+        max_request_image_bytes=2 * 1024 * 1024,
+        auth_token_env="MMSENT_TEST_TOKEN",
+        fetch=fetch,
+    )
     log = tmp / "netguard.log"
     log.touch()
-    env = {"PYTHONPATH": str(NETGUARD_DIR), "MMSENT_NETGUARD_LOG": str(log),
-           "MMSENT_TEST_TOKEN": TOKEN}  # fmt: skip
+    env = {
+        "PYTHONPATH": str(NETGUARD_DIR),
+        "MMSENT_NETGUARD_LOG": str(log),
+        "MMSENT_TEST_TOKEN": TOKEN,
+    }
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # a small model queue: a health check that took a slot per call would overflow it
-    model = {"max_ongoing_requests": 8, "max_queued_requests": 8,
-             "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.5}}  # fmt: skip
+    model = {
+        "max_ongoing_requests": 8,
+        "max_queued_requests": 8,
+        "ray_actor_options": {"num_cpus": 1, "num_gpus": 0.5},
+    }
     ingress = {"ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": env}}}
     serve.run(compose(cfg, model, ingress), name="mmsent-hostile", route_prefix="/")
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {TOKEN}"
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", http=http, cfg=cfg, photo=photo,
-                          hostile=hostile, model_dir=model_dir, env=env)  # fmt: skip
+    yield SimpleNamespace(
+        url=f"http://127.0.0.1:{port}",
+        http=http,
+        cfg=cfg,
+        photo=photo,
+        hostile=hostile,
+        model_dir=model_dir,
+        env=env,
+    )
     serve.shutdown()
     hostile.__exit__()
 
@@ -242,8 +261,10 @@ def test_text_requests_stay_prompt_while_big_images_decode(api):
             busy.append(timed({"text": f"text during decoding {len(busy)}"}))
         big = [f.result() for f in big]
     during = [t for t, _ in busy]
-    print(f"text-only latency idle {statistics.median(idle) * 1000:.0f} ms, during decoding "
-          f"{[round(t * 1000) for t in during]} ms; the heavy requests took {[round(t, 1) for t, _ in big]} s")  # fmt: skip
+    print(
+        f"text-only latency idle {statistics.median(idle) * 1000:.0f} ms, during decoding "
+        f"{[round(t * 1000) for t in during]} ms; the heavy requests took {[round(t, 1) for t, _ in big]} s"
+    )
     assert [s for _, s in big + busy] == [200] * (len(big) + len(busy))
     assert min(t for t, _ in big) > 1.0  # the text requests really ran during decoding
     assert statistics.median(during) < 0.5 and max(during) < 2.0
@@ -264,8 +285,11 @@ def test_a_healthz_flood_costs_the_model_a_few_pings_and_no_503(api):
         t.start()
     start = time.monotonic()
     with ThreadPoolExecutor(32) as pool:  # unauthenticated, as a load balancer or an attacker
-        health = list(pool.map(lambda _: requests.get(f"{api.url}/healthz", timeout=30).status_code,
-                               range(300)))  # fmt: skip
+        health = list(
+            pool.map(
+                lambda _: requests.get(f"{api.url}/healthz", timeout=30).status_code, range(300)
+            )
+        )
     took = time.monotonic() - start
     stop.set()
     for t in scorers:
@@ -284,8 +308,10 @@ def test_an_empty_token_is_a_start_up_error(api):
 
     env = {**api.env, "MMSENT_EMPTY_TOKEN": " \n"}
     cfg = ServeCfg(model_dir=api.model_dir, auth_token_env="MMSENT_EMPTY_TOKEN")
-    ingress = {"max_constructor_retry_count": 1,
-               "ray_actor_options": {"num_cpus": 0, "runtime_env": {"env_vars": env}}}  # fmt: skip
+    ingress = {
+        "max_constructor_retry_count": 1,
+        "ray_actor_options": {"num_cpus": 0, "runtime_env": {"env_vars": env}},
+    }
     model = {"ray_actor_options": {"num_cpus": 0, "num_gpus": 0}}
     with pytest.raises(RuntimeError, match="Deploying application empty-token failed"):
         serve.run(compose(cfg, model, ingress), name="empty-token", route_prefix="/empty")
@@ -296,7 +322,7 @@ def test_an_empty_token_is_a_start_up_error(api):
 
 
 def test_auth_token_from_the_environment(monkeypatch):
-    from mmsent.serve.ingress import auth_token
+    from mmsent.serve.auth import auth_token
 
     monkeypatch.delenv("MMSENT_X_TOKEN", raising=False)
     assert auth_token("MMSENT_X_TOKEN") is None and auth_token(None) is None  # auth off
@@ -314,7 +340,8 @@ def test_a_post_the_model_fails_on_is_a_422_naming_it(tmp_path_factory):
     ingress answers 422 invalid_posts naming it."""
     from mmsent.predictor import ModelRunner
     from mmsent.preprocess import Preprocessor
-    from mmsent.serve.inputs import RequestError, check_scored
+    from mmsent.serve.errors import RequestError
+    from mmsent.serve.scoring import check_scored
 
     model_dir = tiny_checkpoint(tmp_path_factory.getbasetemp() / "tiny-model")
     runner = ModelRunner(model_dir)

@@ -23,21 +23,26 @@ ROUTES = ("/v1/sentiment", "/v1/model", "/healthz", "/docs", "/openapi.json")
 class IngressMetrics:
     def __init__(self):
         self.requests = Counter(
-            "mmsent_requests", description="HTTP requests answered, by status code.",
+            "mmsent_requests",
+            description="HTTP requests answered, by status code.",
             tag_keys=("route", "status"),
-        )  # fmt: skip
+        )
         self.latency = Histogram(
-            "mmsent_request_latency_ms", description="Request latency in milliseconds.",
-            boundaries=LATENCY_MS, tag_keys=("route",),
-        )  # fmt: skip
+            "mmsent_request_latency_ms",
+            description="Request latency in milliseconds.",
+            boundaries=LATENCY_MS,
+            tag_keys=("route",),
+        )
         self.fetch_errors = Counter(
-            "mmsent_image_fetch_errors", description="Image URLs that could not be fetched.",
+            "mmsent_image_fetch_errors",
+            description="Image URLs that could not be fetched.",
             tag_keys=("code",),
-        )  # fmt: skip
+        )
         self.posts = Counter(
-            "mmsent_posts", description="Posts scored, by the modalities used.",
+            "mmsent_posts",
+            description="Posts scored, by the modalities used.",
             tag_keys=("modalities",),
-        )  # fmt: skip
+        )
 
     def observe(self, path: str, status: int, latency_ms: float) -> None:
         route = path if path in ROUTES else "other"  # raw paths would make unbounded label sets
@@ -51,6 +56,7 @@ class ModelMetrics:
             "mmsent_batch_size", description="Posts per forward pass.", boundaries=BATCH_SIZES
         )
         self.batch_latency = Histogram(
-            "mmsent_batch_latency_ms", description="Forward pass time in milliseconds.",
+            "mmsent_batch_latency_ms",
+            description="Forward pass time in milliseconds.",
             boundaries=LATENCY_MS,
-        )  # fmt: skip
+        )

@@ -33,9 +33,13 @@ def total_rows(batches: list[dict[str, np.ndarray]]) -> int:
     return sum(num_rows(b) for b in batches)
 
 
-@serve.deployment(max_ongoing_requests=64, max_queued_requests=256, backpressure_config=BACKPRESSURE,
-                  user_config={"max_batch_size": 32, "batch_wait_timeout_s": 0.01},
-                  ray_actor_options={"num_cpus": 1})  # fmt: skip
+@serve.deployment(
+    max_ongoing_requests=64,
+    max_queued_requests=256,
+    backpressure_config=BACKPRESSURE,
+    user_config={"max_batch_size": 32, "batch_wait_timeout_s": 0.01},
+    ray_actor_options={"num_cpus": 1},
+)
 class SentimentModel:
     def __init__(self, model_dir: str | None = None):
         keep_replica_grpc_on_loopback()
@@ -43,8 +47,13 @@ class SentimentModel:
         self.meta = self.runner.meta
         self.batching = ServeBatchCfg()
         self.metrics = ModelMetrics()
-        self.stats = {"pid": os.getpid(), "started": time.time(), "pings": 0,
-                      "device": str(self.runner.model.device), "torch_threads": torch.get_num_threads()}  # fmt: skip
+        self.stats = {
+            "pid": os.getpid(),
+            "started": time.time(),
+            "pings": 0,
+            "device": str(self.runner.model.device),
+            "torch_threads": torch.get_num_threads(),
+        }
 
     def reconfigure(self, user_config: dict) -> None:
         """Applied at start and on every user_config change, without restarting the replica."""
@@ -73,8 +82,11 @@ class SentimentModel:
         n = num_rows(merged)
         self.metrics.batch_size.observe(n)
         self.metrics.batch_latency.observe((time.perf_counter() - start) * 1000)
-        self.stats.update(batches=self.stats["batches"] + 1, posts=self.stats["posts"] + n,
-                          largest_batch=max(self.stats["largest_batch"], n))  # fmt: skip
+        self.stats.update(
+            batches=self.stats["batches"] + 1,
+            posts=self.stats["posts"] + n,
+            largest_batch=max(self.stats["largest_batch"], n),
+        )
         bounds = np.cumsum([0] + [num_rows(b) for b in items])
         return [
             {k: v[lo:hi] for k, v in out.items()}
@@ -91,6 +103,11 @@ class SentimentModel:
 
     def card(self) -> dict:
         cfg = self.runner.cfg
-        return {**self._ref(), "labels": cfg.labels, "modalities": cfg.modalities(),
-                "description": cfg.description, "card": self.meta.get("card", {}),
-                "batching": {**dataclasses.asdict(self.batching), "replica": dict(self.stats)}}  # fmt: skip
+        return {
+            **self._ref(),
+            "labels": cfg.labels,
+            "modalities": cfg.modalities(),
+            "description": cfg.description,
+            "card": self.meta.get("card", {}),
+            "batching": {**dataclasses.asdict(self.batching), "replica": dict(self.stats)},
+        }
