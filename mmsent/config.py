@@ -238,6 +238,9 @@ class DataCfg:
     split_seed: int = 0
     limit: int = 0  # read at most this many rows per file (0: all)
     read: ReadCfg = field(default_factory=ReadCfg)  # caps, relative image paths
+    # share of training posts without an image given a bundled photo unrelated to their label
+    # (seeded by split_seed): the fusion head learns to weigh down images that say nothing
+    unrelated_photos: float = 0.0
 
 
 @dataclass
@@ -253,6 +256,9 @@ class TrainRunCfg:
     init_exclude: list[str] = field(default_factory=list)  # name prefixes left fresh, e.g. [head.]
     out_dir: str = "runs"
     name: str | None = None  # run folder name (None: <config name>-<date>-<time>)
+    evals: list[str] = field(default_factory=list)  # steps run on best/ (mmsent.train.finish)
+    card: dict[str, str] = field(default_factory=dict)  # model card text (trained_on, ...)
+    export_to: str | None = None  # best/ + its card copied here ("default": the shipped model)
 
 
 @dataclass
@@ -279,6 +285,9 @@ class ScoreCfg:
     fetch_actors: int = 1
     fetch_batch_size: int = 16  # rows per fetch call: small, so a slow host holds few others' bytes
     fetch_blocks_in_flight: int = 32  # calls each fetch actor works on at once (threads)
+    # rows fetched and not yet decoded, at most (mmsent.pipeline.gate): bounds the image bytes
+    # the fetch stage parks ahead of decoding; keep it >= 2 x preprocess_batch_size
+    fetch_rows_ahead: int = 1024
     preprocess_batch_size: int = 32  # rows per CPU task (decode + tokenize)
     preprocess_num_cpus: float = 1.0
     preprocess_max_tasks: int | None = None  # concurrent CPU tasks (None: as many as CPUs allow)
@@ -304,6 +313,8 @@ class ScoreCfg:
             raise ValueError("batch sizes and max_rows_per_file must be >= 1")
         if not 1 <= self.model_min_actors <= self.model_max_actors:
             raise ValueError("need 1 <= model_min_actors <= model_max_actors")
+        if self.fetch_rows_ahead < 2 * self.preprocess_batch_size:  # a decode task's batch, twice
+            raise ValueError("fetch_rows_ahead must be >= 2 x preprocess_batch_size")
 
 
 class ConfigError(ValueError):

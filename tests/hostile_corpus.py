@@ -17,8 +17,13 @@ from pathlib import Path
 from mmsent import codes
 
 CAP = 256 * 1024  # the test's read.max_record_bytes (also the field cap)
-FETCH = ["fetch.deadline_s=2", "fetch.timeout_s=1", "fetch.retries=1", "fetch.backoff_s=0.01",
-         f"read.max_record_bytes={CAP}"]  # fmt: skip
+FETCH = [
+    "fetch.deadline_s=2",
+    "fetch.timeout_s=1",
+    "fetch.retries=1",
+    "fetch.backoff_s=0.01",
+    f"read.max_record_bytes={CAP}",
+]
 
 
 def _line(row) -> bytes:
@@ -124,8 +129,14 @@ def jsonl_cases(folder: Path, server) -> list[tuple[bytes, str | None]]:
 
 def csv_bytes() -> tuple[bytes, list[str | None]]:
     """A CSV with an unclosed quote in the middle: it costs its own row, not the rest."""
-    rows = [b"id,text", b"c0,fine", b'c1,"an unclosed quote', b"c2,next row", b'c3,"quoted, ok"',
-            b"c4,last"]  # fmt: skip
+    rows = [
+        b"id,text",
+        b"c0,fine",
+        b'c1,"an unclosed quote',
+        b"c2,next row",
+        b'c3,"quoted, ok"',
+        b"c4,last",
+    ]
     return b"\n".join(rows) + b"\n", [None, codes.INVALID_RECORD, None, None, None]
 
 
@@ -141,9 +152,13 @@ def parquet_file(path: Path) -> list[str | None]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"id": ["q0", "q1", None, "q3"],
-                      "text": ["fine", "z" * (CAP + 1), "no id", None],
-                      "image_url": [None, None, None, b"\x89PNG not really"]})  # fmt: skip
+    table = pa.table(
+        {
+            "id": ["q0", "q1", None, "q3"],
+            "text": ["fine", "z" * (CAP + 1), "no id", None],
+            "image_url": [None, None, None, b"\x89PNG not really"],
+        }
+    )
     pq.write_table(table, path)
     return [
         None,
@@ -161,5 +176,8 @@ def write_dump(folder: Path, server) -> dict[str, list[str | None]]:
     (folder / "posts.jsonl").write_bytes(b"\n".join(line for line, _ in cases) + b"\n")
     data, expected = csv_bytes()
     (folder / "posts.csv").write_bytes(data)
-    return {"posts.jsonl": [c for _, c in cases], "posts.csv": expected,
-            "posts.parquet": parquet_file(folder / "posts.parquet")}  # fmt: skip
+    return {
+        "posts.jsonl": [c for _, c in cases],
+        "posts.csv": expected,
+        "posts.parquet": parquet_file(folder / "posts.parquet"),
+    }

@@ -4,8 +4,6 @@ retried first, then split until the failing rows are found, and the other rows a
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 
@@ -84,23 +82,29 @@ def test_a_row_that_breaks_the_model_is_its_own_internal_error(pre):
     assert out["error_detail"][2].startswith("ValueError")
 
 
-def test_a_record_that_does_not_load_is_its_rows_internal_error():
-    from mmsent.config import FetchCfg
+def test_a_record_that_cannot_become_a_row_is_its_rows_internal_error(tmp_path):
+    import pyarrow as pa
+
+    from mmsent.config import FetchCfg, ScoreCfg
+    from mmsent.io.dumps import Item
     from mmsent.pipeline.job import model_config
-    from mmsent.pipeline.rows import Row
+    from mmsent.pipeline.plan import make_plan
+    from mmsent.pipeline.rows import read_block
     from mmsent.pipeline.stages import preprocess
 
-    good = pickle.dumps(Row("ok", "a fine day", None, None, ()))
-    batch = {
-        "record": np.array([good, b"not a pickle", good], dtype=object),
-        "input_file": np.array(["f"] * 3, dtype=object),
-        "input_row": np.arange(3),
-    }
-    out = preprocess(batch, model_cfg=model_config(None), fetch_cfg=FetchCfg())
-    assert out["record_error"].tolist() == [None, codes.INTERNAL_ERROR, None]
-    assert out["id"].tolist() == ["ok", None, "ok"] and out["input_row"].tolist() == [0, 1, 2]
-    assert out["has_text"].tolist() == [True, False, True]
-    assert out["error_detail"][1].startswith("UnpicklingError")
+    (tmp_path / "d.jsonl").write_text('{"id": "ok", "text": "a fine day"}\n')
+    plan = make_plan(str(tmp_path / "d.jsonl"), ScoreCfg(), set())
+    plan.passthrough = [("x", "x", pa.string())]
+    loop: list = []
+    loop.append(loop)  # a value no column can carry: json.dumps raises
+    good = {"id": "ok", "text": "a fine day"}
+    items = [Item(0, good), Item(1, {"id": "bad", "text": "t", "x": loop}), Item(2, good)]
+    block = read_block(plan.files[0], items, plan)
+    out = preprocess(block, model_cfg=model_config(None), fetch_cfg=FetchCfg()).to_pydict()
+    assert out["record_error"] == [None, codes.INTERNAL_ERROR, None]
+    assert out["id"] == ["ok", None, "ok"] and out["input_row"] == [0, 1, 2]
+    assert out["has_text"] == [True, False, True]
+    assert out["error_detail"][1].startswith("ValueError")
 
 
 def test_concat_columns_keeps_row_order():

@@ -34,8 +34,11 @@ def test_every_hostile_row_gets_its_code_and_the_job_ends(ray_local, tmp_path, c
         got.setdefault(row["input_file"].rsplit("/", 1)[1], {})[row["input_row"]] = row["error"]
     for name, want_codes in expected.items():
         rows = sorted(got[name])
-        wrong = {r: (got[name][r], want) for r, want in zip(rows, want_codes, strict=True)
-                 if got[name][r] != want}  # fmt: skip
+        wrong = {
+            r: (got[name][r], want)
+            for r, want in zip(rows, want_codes, strict=True)
+            if got[name][r] != want
+        }
         assert len(rows) == len(want_codes) and not wrong, (name, wrong)
     cut = [got["cut.jsonl.gz"][r] for r in sorted(got["cut.jsonl.gz"])]
     assert sorted(got["cut.jsonl.gz"]) == list(range(len(cut))) and 1 < len(cut) < lines

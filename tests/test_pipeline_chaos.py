@@ -57,11 +57,18 @@ def test_workers_and_actors_killed_again_and_again_every_row_once(ray_local, tmp
     photo = dict(real_photos(max_side=128))["coffee"]
     with ImageServer({"coffee": photo}) as srv:  # "pause": 0.3 s per image, tasks last a while
         rows = [{"id": f"t{i}", "text": s} for i, s in enumerate(texts(120))]
-        rows += [{"id": f"i{i}", "text": "a photo", "image_url": srv.url(f"pause/coffee?{i}")}
-                 for i in range(60)]  # fmt: skip
+        rows += [
+            {"id": f"i{i}", "text": "a photo", "image_url": srv.url(f"pause/coffee?{i}")}
+            for i in range(60)
+        ]
         write_jsonl(tmp_path / "in/posts.jsonl", rows[::2] + rows[1::2])  # images spread out
-        cfg = ScoreCfg(fetch=FetchCfg(timeout_s=10, concurrency=2), preprocess_batch_size=6,
-                       model_batch_size=6, model_num_cpus=0.5, max_rows_per_file=20)  # fmt: skip
+        cfg = ScoreCfg(
+            fetch=FetchCfg(timeout_s=10, concurrency=2),
+            preprocess_batch_size=6,
+            model_batch_size=6,
+            model_num_cpus=0.5,
+            max_rows_per_file=20,
+        )
         chaos = Chaos()
         chaos.start()
         summary = run(str(tmp_path / "in"), str(tmp_path / "out"), cfg)

@@ -62,8 +62,12 @@ def test_bytes_that_are_not_images_are_fetched_then_judged_by_preprocessing(serv
         data, status, _ = fetch(server.url(route), FAST)
         assert status == codes.OK
         got[route] = decode_image(data, 64, PreprocessCfg())[1]
-    assert got == {"corrupt": codes.IMAGE_DECODE_ERROR, "zero": codes.IMAGE_EMPTY,
-                     "html": codes.NOT_AN_IMAGE, "truncated/chelsea": codes.IMAGE_TRUNCATED}  # fmt: skip
+    assert got == {
+        "corrupt": codes.IMAGE_DECODE_ERROR,
+        "zero": codes.IMAGE_EMPTY,
+        "html": codes.NOT_AN_IMAGE,
+        "truncated/chelsea": codes.IMAGE_TRUNCATED,
+    }
 
 
 def test_byte_cap(server, photo):

@@ -32,8 +32,13 @@ def photos():
 
 
 def small_cfg(**kw) -> ScoreCfg:
-    base = dict(model_dir=MODEL, fetch=FetchCfg(timeout_s=0.5, retries=1, backoff_s=0.01),
-                preprocess_batch_size=4, model_batch_size=8, model_num_cpus=0.5)  # fmt: skip
+    base = dict(
+        model_dir=MODEL,
+        fetch=FetchCfg(timeout_s=0.5, retries=1, backoff_s=0.01),
+        preprocess_batch_size=4,
+        model_batch_size=8,
+        model_num_cpus=0.5,
+    )
     return ScoreCfg(**{**base, **kw})
 
 
@@ -58,11 +63,17 @@ def test_s3_to_s3_every_row_once_with_its_error_code_on_shared_gpu(
             "http-html": (srv.url("html"), codes.NOT_AN_IMAGE),
             "http-zero": (srv.url("zero"), codes.IMAGE_EMPTY),
         }
-        rows = [{"id": k, "text": t[i], "image_url": u, "n": i}
-                for i, (k, (u, _)) in enumerate(special.items())]  # fmt: skip
+        rows = [
+            {"id": k, "text": t[i], "image_url": u, "n": i}
+            for i, (k, (u, _)) in enumerate(special.items())
+        ]
         rows += [{"id": f"t{i}", "text": t[i], "n": i} for i in range(10, 30)]
-        rows += [{"id": "no-text", "text": ""}, b'{"id": "bad-utf8", "text": "\xff\xfe"}',
-                 {"text": "no id"}, b"not json"]  # fmt: skip
+        rows += [
+            {"id": "no-text", "text": ""},
+            b'{"id": "bad-utf8", "text": "\xff\xfe"}',
+            {"text": "no id"},
+            b"not json",
+        ]
         body = b"\n".join(r if isinstance(r, bytes) else json.dumps(r).encode() for r in rows)
         half = len(rows) // 2
         lines = body.split(b"\n")
@@ -71,8 +82,9 @@ def test_s3_to_s3_every_row_once_with_its_error_code_on_shared_gpu(
             Bucket="mm-score", Key="dump/b.jsonl.gz", Body=gzip.compress(b"\n".join(lines[half:]))
         )
 
-        cfg = small_cfg(max_rows_per_file=7, model_min_actors=2, model_max_actors=2,
-                        model_num_gpus=0.5)  # fmt: skip
+        cfg = small_cfg(
+            max_rows_per_file=7, model_min_actors=2, model_max_actors=2, model_num_gpus=0.5
+        )
         watch = Watch(ray_local)
         watch.start()
         summary = run("s3://mm-score/dump/", "s3://mm-score/out/", cfg)
@@ -80,8 +92,9 @@ def test_s3_to_s3_every_row_once_with_its_error_code_on_shared_gpu(
     # two actors at 0.5 GPU each ran at once on the one (pretend) GPU, and took all of it
     assert (2, 0) in watch.samples and gpus_free(ray_local, 1)
 
-    fs = pafs.S3FileSystem(endpoint_override=s3_server, access_key="testing", secret_key="testing",
-                           region="us-east-1")  # fmt: skip
+    fs = pafs.S3FileSystem(
+        endpoint_override=s3_server, access_key="testing", secret_key="testing", region="us-east-1"
+    )
     files = [
         f for f in fs.get_file_info(pafs.FileSelector("mm-score/out")) if f.extension == "parquet"
     ]
@@ -89,8 +102,9 @@ def test_s3_to_s3_every_row_once_with_its_error_code_on_shared_gpu(
     assert all(t.num_rows <= 7 for t in tables) and len(tables) >= -(-len(rows) // 7)
     out = [r for t in tables for r in t.to_pylist()]
     keys = sorted((r["input_file"].rsplit("/", 1)[1], r["input_row"]) for r in out)
-    assert keys == sorted([("a.jsonl", i) for i in range(half)]
-                          + [("b.jsonl.gz", i) for i in range(len(rows) - half)])  # fmt: skip
+    assert keys == sorted(
+        [("a.jsonl", i) for i in range(half)] + [("b.jsonl.gz", i) for i in range(len(rows) - half)]
+    )
     errors = {r["id"]: r["error"] for r in out}
     assert {k: errors[k] for k in special} == {k: e for k, (_, e) in special.items()}
     assert [errors[f"t{i}"] for i in range(10, 30)] == [None] * 20
@@ -105,7 +119,8 @@ def test_s3_to_s3_every_row_once_with_its_error_code_on_shared_gpu(
         rows
     )
     assert {r["modalities"] for r in out if r["id"] in ("s3-rel", "http-ok", "http-flaky")} == {
-        "text+image"}  # fmt: skip
+        "text+image"
+    }
 
 
 def model_actors() -> list[psutil.Process]:
@@ -141,11 +156,16 @@ class Watch(threading.Thread):
 
 def test_actor_killed_mid_job_every_row_once(ray_local, photos, tmp_path):
     with ImageServer({"coffee": photos["coffee"]}, hold_s=120) as srv:
-        write_jsonl(tmp_path / "in/a.jsonl", [{"id": f"a{i}", "text": s}
-                                              for i, s in enumerate(texts(16))])  # fmt: skip
-        write_jsonl(tmp_path / "in/b.jsonl", [{"id": f"b{i}", "text": "x",
-                                               "image_url": srv.url(f"gate/coffee?{i}")}
-                                              for i in range(4)])  # fmt: skip
+        write_jsonl(
+            tmp_path / "in/a.jsonl", [{"id": f"a{i}", "text": s} for i, s in enumerate(texts(16))]
+        )
+        write_jsonl(
+            tmp_path / "in/b.jsonl",
+            [
+                {"id": f"b{i}", "text": "x", "image_url": srv.url(f"gate/coffee?{i}")}
+                for i in range(4)
+            ],
+        )
         out = tmp_path / "out"
         result = {}
         # a fetch deadline longer than the gate: the gated rows wait for it, the job cannot end
@@ -166,8 +186,9 @@ def test_actor_killed_mid_job_every_row_once(ray_local, photos, tmp_path):
         job.join(300)
     assert not job.is_alive()
     rows = pq.ParquetDataset(sorted(map(str, out.glob("*.parquet")))).read().to_pylist()
-    assert sorted(r["id"] for r in rows) == sorted([f"a{i}" for i in range(16)]
-                                                   + [f"b{i}" for i in range(4)])  # fmt: skip
+    assert sorted(r["id"] for r in rows) == sorted(
+        [f"a{i}" for i in range(16)] + [f"b{i}" for i in range(4)]
+    )
     assert result["missing"] == result["duplicates"] == 0
     assert all(r["image_status"] == codes.OK for r in rows if r["id"].startswith("b"))
 
@@ -175,14 +196,22 @@ def test_actor_killed_mid_job_every_row_once(ray_local, photos, tmp_path):
 def test_stages_that_hold_every_cpu_still_finish(ray_local, tmp_path):
     """Model actors and CPU tasks together reserve all 4 CPUs of the session's Ray: the graph's
     own re-cutting of blocks must not wait for a CPU (it used to, forever)."""
-    write_jsonl(tmp_path / "in/a.jsonl", [{"id": f"a{i}", "text": s}
-                                          for i, s in enumerate(texts(8))])  # fmt: skip
-    cfg = small_cfg(model_min_actors=2, model_max_actors=2, model_num_cpus=1.5,
-                    preprocess_num_cpus=1, read_num_cpus=0, write_num_cpus=0)  # fmt: skip
+    write_jsonl(
+        tmp_path / "in/a.jsonl", [{"id": f"a{i}", "text": s} for i, s in enumerate(texts(8))]
+    )
+    cfg = small_cfg(
+        model_min_actors=2,
+        model_max_actors=2,
+        model_num_cpus=1.5,
+        preprocess_num_cpus=1,
+        read_num_cpus=0,
+        write_num_cpus=0,
+    )
     result = {}
-    job = threading.Thread(target=lambda: result.update(run(str(tmp_path / "in"),
-                                                            str(tmp_path / "out"), cfg)),
-                           daemon=True)  # fmt: skip
+    job = threading.Thread(
+        target=lambda: result.update(run(str(tmp_path / "in"), str(tmp_path / "out"), cfg)),
+        daemon=True,
+    )
     job.start()
     job.join(240)
     assert not job.is_alive(), "the job waits for a CPU that never frees"
@@ -203,8 +232,10 @@ def test_a_cap_smaller_than_one_block_still_streams_every_row(
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in/cat.jpg").write_bytes(photos["chelsea"])
-    write_jsonl(tmp_path / "in/a.jsonl", [{"id": f"a{i}", "text": s, "image_url": "cat.jpg"}
-                                          for i, s in enumerate(texts(24))])  # fmt: skip
+    write_jsonl(
+        tmp_path / "in/a.jsonl",
+        [{"id": f"a{i}", "text": s, "image_url": "cat.jpg"} for i, s in enumerate(texts(24))],
+    )
     cfg = small_cfg(object_store_mb=0.001)  # 1 KiB: less than one 4-post block of pixels
     summary = run(str(tmp_path / "in"), str(tmp_path / "out"), cfg)
     limits = ray.data.DataContext.get_current().execution_options.resource_limits

@@ -39,29 +39,54 @@ def test_killed_job_rerun_finishes_the_rest_without_duplicates(ray_local, tmp_pa
 
     photo = dict(real_photos(max_side=128))["coffee"]
     config = tmp_path / "score.yaml"
-    config.write_text(yaml.safe_dump({
-        "model_dir": MODEL, "preprocess_batch_size": 4, "preprocess_num_cpus": 0.5,
-        "model_batch_size": 4, "model_num_cpus": 0.5, "max_rows_per_file": 4,
-        "fetch": {"timeout_s": 150, "retries": 0},  # the gated rows wait: the job cannot end
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_dir": MODEL,
+                "preprocess_batch_size": 4,
+                "preprocess_num_cpus": 0.5,
+                "model_batch_size": 4,
+                "model_num_cpus": 0.5,
+                "max_rows_per_file": 4,
+                "fetch": {
+                    "timeout_s": 150,
+                    "retries": 0,
+                },  # the gated rows wait: the job cannot end
+            }
+        )
+    )
     out = tmp_path / "out"
     with ImageServer({"coffee": photo}, hold_s=170) as srv:
-        write_jsonl(tmp_path / "in/a.jsonl", [{"id": f"a{i}", "text": s}
-                                              for i, s in enumerate(texts(16))])  # fmt: skip
-        write_jsonl(tmp_path / "in/b.jsonl", [{"id": f"b{i}", "text": "x",
-                                               "image_url": srv.url(f"gate/coffee?{i}")}
-                                              for i in range(4)])  # fmt: skip
+        write_jsonl(
+            tmp_path / "in/a.jsonl", [{"id": f"a{i}", "text": s} for i, s in enumerate(texts(16))]
+        )
+        write_jsonl(
+            tmp_path / "in/b.jsonl",
+            [
+                {"id": f"b{i}", "text": "x", "image_url": srv.url(f"gate/coffee?{i}")}
+                for i in range(4)
+            ],
+        )
         ray_tmp = tempfile.mkdtemp(prefix="mmr", dir="/tmp")  # short: Ray's socket paths
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp}
-        cmd = [sys.executable, "-m", "mmsent.cli", "score", str(tmp_path / "in"), str(out),
-               "--config", str(config)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "mmsent.cli",
+            "score",
+            str(tmp_path / "in"),
+            str(out),
+            "--config",
+            str(config),
+        ]
         with open(tmp_path / "first.log", "wb") as log:
             first = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
         try:
             deadline = time.time() + 240
             while len(complete_files(out)) < 2:
                 assert first.poll() is None and time.time() < deadline, (
-                    (tmp_path / "first.log").read_text()[-3000:])  # fmt: skip
+                    tmp_path / "first.log"
+                ).read_text()[-3000:]
                 time.sleep(0.2)
         finally:
             ours = psutil.Process(first.pid).children(recursive=True)  # its local Ray, workers
@@ -77,8 +102,9 @@ def test_killed_job_rerun_finishes_the_rest_without_duplicates(ray_local, tmp_pa
         summary = run(str(tmp_path / "in"), str(out), load_config(ScoreCfg, str(config)))
 
     rows = pq.ParquetDataset(sorted(map(str, out.glob("*.parquet")))).read().to_pylist()
-    assert sorted(r["id"] for r in rows) == sorted([f"a{i}" for i in range(16)]
-                                                   + [f"b{i}" for i in range(4)])  # fmt: skip
+    assert sorted(r["id"] for r in rows) == sorted(
+        [f"a{i}" for i in range(16)] + [f"b{i}" for i in range(4)]
+    )
     assert set(kept) <= {f.name for f in out.glob("*.parquet")}  # nothing written was redone
     assert summary["rows_before"] == sum(kept.values()) > 0
     assert summary["rows_this_run"] == 20 - summary["rows_before"]

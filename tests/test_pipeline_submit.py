@@ -62,13 +62,28 @@ def _start_head(log_path: Path):
         "RAY_AUTH_TOKEN": secrets.token_hex(16),  # this cluster's own, not ~/.ray/auth_token
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
-    cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-           f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
-           f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
-           f"--metrics-export-port={metrics}", f"--node-manager-port={node}",
-           f"--object-manager-port={obj}", f"--temp-dir={temp}", "--num-cpus=2", "--num-gpus=0",
-           "--disable-usage-stats"]  # fmt: skip
+    cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={env_agent}",
+        f"--metrics-export-port={metrics}",
+        f"--node-manager-port={node}",
+        f"--object-manager-port={obj}",
+        f"--temp-dir={temp}",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--disable-usage-stats",
+    ]
     log = open(log_path, "wb")  # noqa: SIM115 - closed by _stop
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
     return proc, f"http://127.0.0.1:{dash}", env, log
@@ -79,8 +94,13 @@ def _node_up(proc, url: str, env: dict) -> bool:
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
         if _answers(url + "/api/version"):
-            status = subprocess.run([RAY, "list", "nodes", "--address", url, "--filter",
-                                     "state=ALIVE"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+            status = subprocess.run(
+                [RAY, "list", "nodes", "--address", url, "--filter", "state=ALIVE"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if status.returncode == 0 and "ALIVE" in status.stdout and proc.poll() is None:
                 return True
         time.sleep(1)
@@ -111,15 +131,31 @@ def _answers(url: str) -> bool:
 
 def test_ray_job_submit_runs_the_entrypoint(head, tmp_path):
     url, env = head
-    write_jsonl(tmp_path / "in/posts.jsonl",
-                [{"id": f"p{i}", "text": t} for i, t in enumerate(texts(6))] + [b"{oops"])  # fmt: skip
-    (tmp_path / "score.yaml").write_text(yaml.safe_dump(
-        {"model_dir": MODEL, "preprocess_batch_size": 4, "model_batch_size": 4}))  # fmt: skip
+    write_jsonl(
+        tmp_path / "in/posts.jsonl",
+        [{"id": f"p{i}", "text": t} for i, t in enumerate(texts(6))] + [b"{oops"],
+    )
+    (tmp_path / "score.yaml").write_text(
+        yaml.safe_dump({"model_dir": MODEL, "preprocess_batch_size": 4, "model_batch_size": 4})
+    )
     out = tmp_path / "out"
     # a fixed submission id: a retry can never start the job twice
-    submit = [RAY, "job", "submit", "--address", url, "--submission-id", "mmsent-score-test", "--",
-              sys.executable, str(REPO / "ray_jobs/score.py"), str(tmp_path / "in"), str(out),
-              "--config", str(tmp_path / "score.yaml")]  # fmt: skip
+    submit = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        url,
+        "--submission-id",
+        "mmsent-score-test",
+        "--",
+        sys.executable,
+        str(REPO / "ray_jobs/score.py"),
+        str(tmp_path / "in"),
+        str(out),
+        "--config",
+        str(tmp_path / "score.yaml"),
+    ]
     for _ in range(30):  # the dashboard answers before the head's job agent has registered
         res = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400)
         if "No available agent" not in res.stdout + res.stderr:
@@ -132,6 +168,11 @@ def test_ray_job_submit_runs_the_entrypoint(head, tmp_path):
     assert sorted(r["id"] or "-" for r in rows) == ["-"] + [f"p{i}" for i in range(6)]
     # the cluster checks the token: another one is refused by the dashboard (403)
     wrong = env | {"RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    res = subprocess.run([RAY, "job", "list", "--address", url], env=wrong, capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [RAY, "job", "list", "--address", url],
+        env=wrong,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode != 0 and "Authentication failed" in res.stdout + res.stderr

@@ -230,14 +230,16 @@ def test_tokenizer_matches_autotokenizer_and_decoding_needs_no_torch():
         assert list(ours[key]) == list(auto[key]), key
     # a bulk-scoring decode worker: the stage module and a whole preprocessed batch, no torch
     code = (
-        "import sys, pickle, numpy as np\n"
-        "from mmsent.config import ModelCfg, FetchCfg\n"
+        "import sys\n"
+        "from mmsent.config import ModelCfg, FetchCfg, ScoreColumnsCfg\n"
+        "from mmsent.io.dumps import Item\n"
+        "from mmsent.pipeline.plan import Plan\n"
+        "from mmsent.pipeline.rows import read_block\n"
         "from mmsent.pipeline.stages import preprocess\n"
-        "from mmsent.pipeline.rows import Row\n"
-        "rec = np.array([pickle.dumps(Row('p', 'a fine day', None, None, ()))], dtype=object)\n"
-        "out = preprocess({'record': rec, 'input_file': np.array(['f'], dtype=object),\n"
-        "                  'input_row': np.array([0])}, model_cfg=ModelCfg(), fetch_cfg=FetchCfg())\n"
-        "assert out['has_text'].tolist() == [True]\n"
+        "plan = Plan([], 'auto', ScoreColumnsCfg(), [])\n"
+        "block = read_block('f', [Item(0, {'id': 'p', 'text': 'a fine day'})], plan)\n"
+        "out = preprocess(block, model_cfg=ModelCfg(), fetch_cfg=FetchCfg())\n"
+        "assert out.column('has_text').to_pylist() == [True]\n"
         "from mmsent.pipeline import job  # and a `mmsent score` driver, which reads the meta\n"
         "assert job.read_meta()['model']['name']\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"

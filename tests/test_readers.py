@@ -9,7 +9,6 @@ import gzip
 import io
 import json
 import os
-import pickle
 import tracemalloc
 from collections import Counter
 
@@ -24,7 +23,7 @@ from mmsent.io import dumps
 from mmsent.io.dumps import Count, Item, StorageError, count_file, read_records, resolve_image
 from mmsent.pipeline import summary
 from mmsent.pipeline.plan import MAX_PASSTHROUGH, make_plan, read_rows
-from mmsent.pipeline.rows import Row, encode
+from mmsent.pipeline.rows import read_block
 from mmsent.pipeline.stages import preprocess, read_unit
 from mmsent.train.labelled import fetch_images, read_posts, read_table
 
@@ -52,8 +51,10 @@ def compressed(data: bytes, codec: str) -> bytes:
 
 
 def test_deep_brackets_line_is_one_invalid_row_and_make_plan_survives(tmp_path):
-    path = write(tmp_path / "d.jsonl", b'{"id": 1, "text": "a"}\n' + b"[" * 100_000 + b"\n"
-                 + b'{"id": 2, "text": "b", "x": 1}\n')  # fmt: skip
+    path = write(
+        tmp_path / "d.jsonl",
+        b'{"id": 1, "text": "a"}\n' + b"[" * 100_000 + b"\n" + b'{"id": 2, "text": "b", "x": 1}\n',
+    )
     items = list(read_records(str(path)))
     assert [(i.row, i.error) for i in items] == [(0, None), (1, codes.INVALID_RECORD), (2, None)]
     assert "nested deeper" in items[1].detail
@@ -66,13 +67,22 @@ def test_nesting_cap_and_json_kinds(tmp_path):
     def nested(depth: int) -> bytes:
         return b'{"id": 1, "v": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
 
-    lines = [nested(dumps.MAX_DEPTH), nested(dumps.MAX_DEPTH + 1), b'"text"', b"17", b"null",
-             b"1" * 5000, b'{"a": 1} trailing', b'{"id": "\\ud800"}']  # fmt: skip
+    lines = [
+        nested(dumps.MAX_DEPTH),
+        nested(dumps.MAX_DEPTH + 1),
+        b'"text"',
+        b"17",
+        b"null",
+        b"1" * 5000,
+        b'{"a": 1} trailing',
+        b'{"id": "\\ud800"}',
+    ]
     path = write(tmp_path / "d.jsonl", b"\n".join(lines) + b"\n")
     items = list(read_records(str(path)))
     assert [i.error for i in items] == [None] + [codes.INVALID_RECORD] * 6 + [None]
-    assert [i.detail for i in items[2:5]] == [f"a JSON {k}, not an object"
-                                              for k in ("string", "number", "null")]  # fmt: skip
+    assert [i.detail for i in items[2:5]] == [
+        f"a JSON {k}, not an object" for k in ("string", "number", "null")
+    ]
     assert "digits" in items[5].detail and items[6].detail.startswith("JSONDecodeError")
 
 
@@ -111,8 +121,12 @@ def csv_items(tmp_path, text: bytes, **read):
 
 def test_csv_unclosed_quote_mid_file_costs_one_row(tmp_path):
     items = csv_items(tmp_path, b'id,text\n1,a\n2,"unclosed\n3,b\n4,c\n')
-    assert [(i.row, i.error) for i in items] == [(1, None), (2, codes.INVALID_RECORD), (3, None),
-                                                 (4, None)]  # fmt: skip
+    assert [(i.row, i.error) for i in items] == [
+        (1, None),
+        (2, codes.INVALID_RECORD),
+        (3, None),
+        (4, None),
+    ]
     assert items[2].record == {"id": "3", "text": "b"} and "end of data" in items[1].detail
     assert count_file(str(tmp_path / "d.csv")) == Count(4, 4)
 
@@ -127,8 +141,13 @@ def test_csv_quote_closing_later_is_counted_or_capped(tmp_path):
     assert count == Count(3, 5)  # 5 data lines, 3 records: 2 lines inside quoted fields
     assert summary.input_counts({"f": count}, Counter(f=3))["lines_in_quoted_fields"] == 2
     capped = csv_items(tmp_path, text, max_record_lines=2)
-    assert [(i.row, i.error) for i in capped] == [(1, None), (2, codes.RECORD_TOO_LARGE), (3, None),
-                                                  (4, None), (5, None)]  # fmt: skip
+    assert [(i.row, i.error) for i in capped] == [
+        (1, None),
+        (2, codes.RECORD_TOO_LARGE),
+        (3, None),
+        (4, None),
+        (5, None),
+    ]
     assert capped[3].record == {"id": "4", "text": 'c"'}  # a quote inside a bare field: literal
 
 
@@ -138,11 +157,19 @@ def test_csv_unclosed_quote_at_the_end(tmp_path):
 
 
 def test_csv_crlf_bom_strictness_and_empty_cells(tmp_path):
-    text = (b'\xef\xbb\xbfid,text,n\r\n1,"two\r\nlines",\r\n\r\n2,"a""b",x\r\n'
-            b'3,"q"x,1\r\n4,bare\rcr,1\r\n5\r\n   \r\n6,caf\xe9,1,extra\r\n')  # fmt: skip
+    text = (
+        b'\xef\xbb\xbfid,text,n\r\n1,"two\r\nlines",\r\n\r\n2,"a""b",x\r\n'
+        b'3,"q"x,1\r\n4,bare\rcr,1\r\n5\r\n   \r\n6,caf\xe9,1,extra\r\n'
+    )
     items = csv_items(tmp_path, text)
-    assert [(i.row, i.error) for i in items] == [(1, None), (4, None), (5, codes.INVALID_RECORD),
-                                                 (6, codes.INVALID_RECORD), (7, None), (9, None)]  # fmt: skip
+    assert [(i.row, i.error) for i in items] == [
+        (1, None),
+        (4, None),
+        (5, codes.INVALID_RECORD),
+        (6, codes.INVALID_RECORD),
+        (7, None),
+        (9, None),
+    ]
     assert items[0].record == {"id": "1", "text": "two\r\nlines", "n": None}  # as csv keeps it
     assert items[1].record["text"] == 'a"b'
     assert items[4].record == {"id": "5"}  # short: the trailing columns are absent
@@ -155,8 +182,12 @@ def test_csv_caps_bytes_and_lines(tmp_path):
     long = b"y" * 5000
     text = b'id,text\n1,"' + long + b'"\n2,"a\n' + long + b'"\n3,ok\n'
     items = csv_items(tmp_path, text, max_record_bytes=4096)
-    assert [(i.row, i.error) for i in items] == [(1, codes.RECORD_TOO_LARGE), (2, codes.RECORD_TOO_LARGE),
-                                                 (3, codes.RECORD_TOO_LARGE), (4, None)]  # fmt: skip
+    assert [(i.row, i.error) for i in items] == [
+        (1, codes.RECORD_TOO_LARGE),
+        (2, codes.RECORD_TOO_LARGE),
+        (3, codes.RECORD_TOO_LARGE),
+        (4, None),
+    ]
     # 2 reads its first line; its over-cap second line (3) is a row of its own when read again
     fields = csv_items(tmp_path, b"id,text\n1," + b"z" * 200_000 + b"\n")  # > csv's 131072 limit
     assert fields[0].error is None and len(fields[0].record["text"]) == 200_000
@@ -186,7 +217,9 @@ def test_every_compression_both_readers(tmp_path, codec):
     data = compressed(b'id,text,label\n1,"a\nb",pos\n2,,neg\n', codec)
     path = write(tmp_path / f"d.csv.{ext}", data)
     assert [i.record for i in read_records(str(path))] == [
-        {"id": "1", "text": "a\nb", "label": "pos"}, {"id": "2", "text": None, "label": "neg"}]  # fmt: skip
+        {"id": "1", "text": "a\nb", "label": "pos"},
+        {"id": "2", "text": None, "label": "neg"},
+    ]
     assert read_table(str(path))[0] == [i.record for i in read_records(str(path))]
     jl = write(tmp_path / f"d.jsonl.{ext}", compressed(JSONL[:5000], codec))
     assert len(list(read_records(str(jl)))) == JSONL[:5000].count(b"\n") + 1  # last line cut
@@ -195,8 +228,10 @@ def test_every_compression_both_readers(tmp_path, codec):
 def test_corrupt_gzip_mid_file_keeps_what_was_read(tmp_path):
     gz = gzip.compress(JSONL)
     mid = len(gz) // 2
-    path = write(tmp_path / "d.jsonl.gz", gz[:mid] + bytes(b ^ 0xFF for b in gz[mid : mid + 64])
-                 + gz[mid + 64 :])  # fmt: skip
+    path = write(
+        tmp_path / "d.jsonl.gz",
+        gz[:mid] + bytes(b ^ 0xFF for b in gz[mid : mid + 64]) + gz[mid + 64 :],
+    )
     items = list(read_records(str(path)))
     *good, last = items
     assert 0 < len(good) < 4000 and all(i.error is None for i in good)
@@ -226,9 +261,14 @@ def test_truncated_and_corrupt_parquet(tmp_path):
 
 
 def test_parquet_cell_cap(tmp_path):
-    t = pa.table({"id": ["a", "b", "c"], "text": ["x", "y" * 5000, None],
-                  "image_url": pa.array([b"", b"", b"z" * 3000], pa.binary()),
-                  "tag": pa.array(["u", "v", "w"]).dictionary_encode()})  # fmt: skip
+    t = pa.table(
+        {
+            "id": ["a", "b", "c"],
+            "text": ["x", "y" * 5000, None],
+            "image_url": pa.array([b"", b"", b"z" * 3000], pa.binary()),
+            "tag": pa.array(["u", "v", "w"]).dictionary_encode(),
+        }
+    )
     pq.write_table(t, tmp_path / "d.parquet")
     items = list(read_records(str(tmp_path / "d.parquet"), cfg=ReadCfg(max_record_bytes=4000)))
     assert [i.error for i in items] == [None, codes.RECORD_TOO_LARGE, None]
@@ -266,12 +306,15 @@ def test_storage_errors_raise(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "parquet"])
 def test_score_and_train_readers_agree(tmp_path, fmt):
-    rows = [{"id": "1", "text": "caf\udce9", "label": "pos", "image": None},
-            {"id": "2", "text": None, "label": "neg", "image": "img/a.jpg"}]  # fmt: skip
+    rows = [
+        {"id": "1", "text": "caf\udce9", "label": "pos", "image": None},
+        {"id": "2", "text": None, "label": "neg", "image": "img/a.jpg"},
+    ]
     path = tmp_path / f"d.{fmt}"
     if fmt == "parquet":
-        pq.write_table(pa.Table.from_pylist([{**r, "text": r["text"] and "café"} for r in rows]),
-                       path)  # fmt: skip
+        pq.write_table(
+            pa.Table.from_pylist([{**r, "text": r["text"] and "café"} for r in rows]), path
+        )
     elif fmt == "csv":
         write(path, b'id,text,label,image\n1,caf\xe9,pos,\n2,,neg,img/a.jpg\n3,"open\n')
     else:
@@ -287,7 +330,9 @@ def test_score_and_train_readers_agree(tmp_path, fmt):
         assert sum(unreadable.values()) == 1 if fmt == "csv" else 2
     read = read_posts(str(path), DataCfg(labels=["neg", "pos"]))
     assert read.stats["unreadable"] == dict(unreadable) and read.posts.texts == [
-        records[0]["text"], None]  # fmt: skip
+        records[0]["text"],
+        None,
+    ]
 
 
 # ---------------------------------------------------------------- image paths
@@ -309,13 +354,27 @@ def dump_dir(tmp_path):
 
 def test_relative_image_paths_stay_in_the_folder(dump_dir):
     base = str(dump_dir / "dump")
-    refs = ["img/ok.jpg", "img/./alias.jpg", "../outside/secret.jpg", "img/../../outside/secret.jpg",
-            "img/link/secret.jpg", "a\x00b", str(dump_dir / "outside/secret.jpg"), "http://h/x"]  # fmt: skip
+    refs = [
+        "img/ok.jpg",
+        "img/./alias.jpg",
+        "../outside/secret.jpg",
+        "img/../../outside/secret.jpg",
+        "img/link/secret.jpg",
+        "a\x00b",
+        str(dump_dir / "outside/secret.jpg"),
+        "http://h/x",
+    ]
     got = [resolve_image(r, base)[:2] for r in refs]
-    assert got == [(f"{base}/img/ok.jpg", None), (f"{base}/img/alias.jpg", None),
-                   (None, codes.IMAGE_URL_FORBIDDEN), (None, codes.IMAGE_URL_FORBIDDEN),
-                   (None, codes.IMAGE_URL_FORBIDDEN), (None, codes.IMAGE_URL_INVALID),
-                   (refs[6], None), ("http://h/x", None)]  # fmt: skip
+    assert got == [
+        (f"{base}/img/ok.jpg", None),
+        (f"{base}/img/alias.jpg", None),
+        (None, codes.IMAGE_URL_FORBIDDEN),
+        (None, codes.IMAGE_URL_FORBIDDEN),
+        (None, codes.IMAGE_URL_FORBIDDEN),
+        (None, codes.IMAGE_URL_INVALID),
+        (refs[6], None),
+        ("http://h/x", None),
+    ]
     allow = ReadCfg(images_outside_input_dir=True)
     assert resolve_image("../outside/secret.jpg", base, allow)[1] is None
     assert resolve_image("../x.jpg", "s3://b/dump")[1] == codes.IMAGE_URL_FORBIDDEN
@@ -327,21 +386,26 @@ def test_forbidden_images_through_score_and_train(dump_dir):
     out of the dump's folder is image_url_forbidden and never read."""
     path = dump_dir / "dump/d.jsonl"
     refs = ["img/ok.jpg", "../outside/secret.jpg", "img/link/secret.jpg"]
-    write(path, b"".join(json.dumps({"id": i, "text": "t", "image_url": r, "label": "pos"})
-                         .encode() + b"\n" for i, r in enumerate(refs)))  # fmt: skip
+    write(
+        path,
+        b"".join(
+            json.dumps({"id": i, "text": "t", "image_url": r, "label": "pos"}).encode() + b"\n"
+            for i, r in enumerate(refs)
+        ),
+    )
     plan = make_plan(str(path), ScoreCfg(), {"label"})
     unit = np.array([json.dumps({"file": plan.files[0], "skip": []})])
     (block,) = read_unit({"unit": unit}, plan=plan, block_rows=8)
-    rows = [pickle.loads(b) for b in block["record"]]
-    assert [r.image_status for r in rows] == [
+    rows = block.to_pylist()
+    assert [r["image_status"] for r in rows] == [
         None,
         codes.IMAGE_URL_FORBIDDEN,
         codes.IMAGE_URL_FORBIDDEN,
     ]
-    assert rows[1].image is None and "leaves" in rows[1].detail
+    assert rows[1]["input_image"] is None and "leaves" in rows[1]["error_detail"]
     model = ModelCfg(text=None, image=ImageTowerCfg(pretrained=None, image_size=32))
-    out = preprocess(block, model_cfg=model, fetch_cfg=FetchCfg(retries=0))
-    assert list(out["image_status"]) == [
+    out = preprocess(block, model_cfg=model, fetch_cfg=FetchCfg(retries=0)).to_pydict()
+    assert out["image_status"] == [
         codes.OK,
         codes.IMAGE_URL_FORBIDDEN,
         codes.IMAGE_URL_FORBIDDEN,
@@ -349,8 +413,10 @@ def test_forbidden_images_through_score_and_train(dump_dir):
     assert out["error_detail"][2].endswith("leads out of the input file's folder")
     read = read_posts(str(path), DataCfg(image_column="image_url", labels=["pos"]))
     assert read.stats["image_errors"] == {codes.IMAGE_URL_FORBIDDEN: 2}
-    assert fetch_images(read.posts, FetchCfg(retries=0), model) == {codes.OK: 1,
-                                                                    codes.IMAGE_URL_FORBIDDEN: 2}  # fmt: skip
+    assert fetch_images(read.posts, FetchCfg(retries=0), model) == {
+        codes.OK: 1,
+        codes.IMAGE_URL_FORBIDDEN: 2,
+    }
 
 
 # ---------------------------------------------------------------- plan, rows, summary
@@ -367,13 +433,31 @@ def test_make_plan_writable_and_bounded_column_names(tmp_path):
 
 def test_rows_carry_read_errors_and_a_record_that_fails_is_internal_error(tmp_path):
     plan = make_plan(str(write(tmp_path / "d.jsonl", b'{"id": 1}\n')), ScoreCfg(), set())
-    bad = pickle.loads(encode(Item(4, None, codes.RECORD_TOO_LARGE, "a line over"), plan, "/b"))
-    assert bad == Row(None, None, None, codes.RECORD_TOO_LARGE, (), "a line over", None)
+    (bad,) = read_block(
+        "/b/d.jsonl", [Item(4, None, codes.RECORD_TOO_LARGE, "a line over")], plan
+    ).to_pylist()
+    assert bad == {
+        "input_file": "/b/d.jsonl",
+        "input_row": 4,
+        "id": None,
+        "input_text": None,
+        "input_image": None,
+        "image_data": None,
+        "image_fetch_status": None,
+        "image_fetch_detail": None,
+        "record_error": codes.RECORD_TOO_LARGE,
+        "error_detail": "a line over",
+        "text_status": None,
+        "image_status": None,
+    }
     loop: list = []
     loop.append(loop)  # a value no row can carry: json.dumps raises
     plan.passthrough = [("x", "x", pa.string())]
-    row = pickle.loads(encode(Item(0, {"id": 1, "x": loop}), plan, "/b"))
-    assert row.error == codes.INTERNAL_ERROR and row.detail.startswith("ValueError")
+    (row,) = read_block("/b/d.jsonl", [Item(0, {"id": 1, "x": loop})], plan).to_pylist()
+    assert row["record_error"] == codes.INTERNAL_ERROR and row["error_detail"].startswith(
+        "ValueError"
+    )
+    assert row["input_row"] == 0 and row["x"] is None
 
 
 def test_summary_counts_and_ok():

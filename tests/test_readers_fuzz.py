@@ -28,13 +28,29 @@ from mmsent.io.dumps import count_file, read_records
 
 settings.register_profile("long", max_examples=20_000, deadline=None)
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"  # random (not derandomized) and longer
-FUZZ = settings(max_examples=20_000 if LONG else 600, deadline=None, derandomize=not LONG,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+FUZZ = settings(
+    max_examples=20_000 if LONG else 600,
+    deadline=None,
+    derandomize=not LONG,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 CFG = ReadCfg(max_record_bytes=300, max_record_lines=4)  # small caps: every branch is reached
 
-POSTS = [{"id": i, "text": t, "image_url": f"img/{i}.jpg", "tags": ["a", "b"][: i % 3]}
-         for i, t in enumerate(["great day", 'she said "hi"', "two\nlines", "", "caf\u00e9 \U0001f600",
-                                "x" * 320, "a,b", None])]  # fmt: skip
+POSTS = [
+    {"id": i, "text": t, "image_url": f"img/{i}.jpg", "tags": ["a", "b"][: i % 3]}
+    for i, t in enumerate(
+        [
+            "great day",
+            'she said "hi"',
+            "two\nlines",
+            "",
+            "caf\u00e9 \U0001f600",
+            "x" * 320,
+            "a,b",
+            None,
+        ]
+    )
+]
 
 
 def _csv_bytes() -> bytes:
@@ -51,8 +67,11 @@ def _parquet_bytes() -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-SEEDS = {"jsonl": b"".join(json.dumps(p).encode() + b"\n" for p in POSTS) + b"\n[1]\n{bad\n",
-         "csv": _csv_bytes(), "parquet": _parquet_bytes()}  # fmt: skip
+SEEDS = {
+    "jsonl": b"".join(json.dumps(p).encode() + b"\n" for p in POSTS) + b"\n[1]\n{bad\n",
+    "csv": _csv_bytes(),
+    "parquet": _parquet_bytes(),
+}
 
 
 @st.composite
@@ -64,8 +83,12 @@ def mutated(draw, seed: bytes) -> bytes:
         if op == "f" and data:
             data[at] ^= 1 << draw(st.integers(0, 7))
         elif op == "i":
-            data[at:at] = draw(st.one_of(st.binary(min_size=1, max_size=8),
-                                         st.sampled_from([b'"', b"\n", b"[" * 70, b",", b"\r"])))  # fmt: skip
+            data[at:at] = draw(
+                st.one_of(
+                    st.binary(min_size=1, max_size=8),
+                    st.sampled_from([b'"', b"\n", b"[" * 70, b",", b"\r"]),
+                )
+            )
         elif data:
             del data[at : at + draw(st.integers(1, 16))]
     if draw(st.booleans()):
@@ -168,16 +191,21 @@ def test_csv(folder, data, wide):
     count = count_file(str(path), cfg=CFG)
     assert count == (len(items), max(len(lines) - 1, 0))  # the header is no data line
     if wide:
-        spans = [range(i.row, i.row + 1 + sum(v.count("\n") for v in (i.record or {}).values()
-                                                if v)) for i in items]  # fmt: skip
+        spans = [
+            range(i.row, i.row + 1 + sum(v.count("\n") for v in (i.record or {}).values() if v))
+            for i in items
+        ]
         covered = [n for span in spans for n in span]
         assert covered == sorted(set(covered)) and set(lines[1:]) <= set(covered)
         assert count.lines - count.rows == sum(n in lines for span in spans for n in span[1:])
 
 
 @FUZZ
-@given(text=st.lists(st.sampled_from(["a", "b", ",", '"', '""', "\n", "\r\n", " ", "é"]),
-                     max_size=40).map("".join))  # fmt: skip
+@given(
+    text=st.lists(
+        st.sampled_from(["a", "b", ",", '"', '""', "\n", "\r\n", " ", "é"]), max_size=40
+    ).map("".join)
+)
 def test_csv_fields_as_csv_reader_strict(folder, text):
     """On every input csv.reader(strict=True) reads without error, the same records."""
     try:

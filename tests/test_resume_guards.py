@@ -48,8 +48,9 @@ def job(tmp_path):
     write_jsonl(inp / "b.jsonl", [{"id": "b0", "text": "bad"}])
     cfg = load_config(ScoreCfg, "local", kind="score")
     assert resume.prepare(str(out), manifest_of(inp, cfg)) == []
-    pq.write_table(pa.table({"input_file": [str(inp / "a.jsonl")], "input_row": [0]}),
-                   out / "part-0.parquet")  # fmt: skip
+    pq.write_table(
+        pa.table({"input_file": [str(inp / "a.jsonl")], "input_row": [0]}), out / "part-0.parquet"
+    )
     return inp, out, cfg
 
 
@@ -80,12 +81,16 @@ def remove(inp):
     (inp / "b.jsonl").unlink()
 
 
-@pytest.mark.parametrize(("change", "says"), [
-    (rewrite, r"input file changed: \S+b\.jsonl \(size (\d+) -> (?!\1 )\d+ bytes, mtime "),
-    (touch, r"input file changed: \S+b\.jsonl \(size (\d+) -> \1 bytes, mtime \S+Z -> \S+Z\)"),
-    (add, r"input file added: \S+c\.jsonl"),
-    (remove, r"input file removed: \S+b\.jsonl"),
-], ids=["rewritten", "touched", "added", "removed"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (rewrite, r"input file changed: \S+b\.jsonl \(size (\d+) -> (?!\1 )\d+ bytes, mtime "),
+        (touch, r"input file changed: \S+b\.jsonl \(size (\d+) -> \1 bytes, mtime \S+Z -> \S+Z\)"),
+        (add, r"input file added: \S+c\.jsonl"),
+        (remove, r"input file removed: \S+b\.jsonl"),
+    ],
+    ids=["rewritten", "touched", "added", "removed"],
+)
 def test_resume_refused_when_the_input_files_changed(job, change, says):
     inp, out, cfg = job
     change(inp)
@@ -202,8 +207,10 @@ def test_a_second_job_on_a_held_output_is_refused_before_ray_starts(job, monkeyp
 
 def test_a_live_holder_keeps_its_lease_and_a_killed_one_loses_it_at_once(tmp_path):
     out = str(tmp_path / "out")
-    code = ("import sys, time; from mmsent.pipeline import lease; lease.acquire(sys.argv[1]); "
-            "print('held', flush=True); time.sleep(120)")  # fmt: skip
+    code = (
+        "import sys, time; from mmsent.pipeline import lease; lease.acquire(sys.argv[1]); "
+        "print('held', flush=True); time.sleep(120)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code, out], stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline() == b"held\n"
@@ -263,8 +270,9 @@ def test_the_lease_on_s3(s3_server):
             assert time.time() < deadline, "no heartbeat"
             time.sleep(0.05)
     assert "Contents" not in s3.list_objects_v2(Bucket="lease", Prefix="out/")  # released
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, check=True)  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
+    )
     stale = {**lease.holder_info("killed"), "pid": int(dead.stdout)}
     s3.put_object(Bucket="lease", Key=f"out/{LEASE}", Body=json.dumps(stale).encode())
     taken = lease.acquire(out)
@@ -307,8 +315,12 @@ class FlakyS3Proxy:
                 r = up.getresponse()
                 data = r.read()
                 skip = ("transfer-encoding", "connection", "content-length")
-                self._send(r.status, [(k, v) for k, v in r.getheaders() if k.lower() not in skip],
-                           data, r.getheader("Content-Length"))  # fmt: skip
+                self._send(
+                    r.status,
+                    [(k, v) for k, v in r.getheaders() if k.lower() not in skip],
+                    data,
+                    r.getheader("Content-Length"),
+                )
                 up.close()
 
             def _send(self, status, headers, data, length=None):
@@ -340,8 +352,9 @@ def test_a_read_error_on_resume_deletes_nothing(s3_server, monkeypatch):
     manifest = {"input": "/in", "model": {"name": "m", "version": "1"}, "columns": {}}
     resume.prepare(out, manifest)
     fs, root = filesystem(out)
-    pq.write_table(pa.table({"input_file": ["/in"], "input_row": [3]}), f"{root}/a.parquet",
-                   filesystem=fs)  # fmt: skip
+    pq.write_table(
+        pa.table({"input_file": ["/in"], "input_row": [3]}), f"{root}/a.parquet", filesystem=fs
+    )
     whole = fs.open_input_file(f"{root}/a.parquet").readall()
     with fs.open_output_stream(f"{root}/b.parquet") as f:
         f.write(whole[:-9])  # a write cut short: no footer

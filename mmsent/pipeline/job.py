@@ -7,9 +7,12 @@ The graph (streaming: blocks flow through all stages at once, memory stays bound
     from_items(one unit per input file)
       -> read_unit      tasks, read_num_cpus          rows not yet written, blocks of B rows
       -> FetchStage     actors, no CPU, many blocks at once: image bytes (when the model reads them)
-      -> preprocess     tasks, preprocess_num_cpus    Preprocessor (decode, tokenize) -> numpy batch
+      -> preprocess     tasks, preprocess_num_cpus    Preprocessor (decode, tokenize)
       -> ModelStage     ActorPoolStrategy(min, max), model_num_cpus / model_num_gpus
       -> write_parquet  OUTPUT/*.parquet, at most max_rows_per_file rows each
+
+Blocks are Arrow tables of typed columns (docs/bulk-scoring.md, "Stage columns"): any stage can
+be looked at with Ray's own tools, e.g. read_dataset(plan, units, cfg).show(3) or .schema().
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ..config import ModelCfg, ScoreCfg, from_dict, to_dict
 from ..models.checkpoint import read_meta
 from . import lease, ray_compat, resume
 from .files import filesystem, to_uri
+from .gate import open_gate
 from .output import output_fields
 from .plan import Plan, make_plan
 from .stages import FetchStage, ModelStage, preprocess, read_unit
@@ -34,33 +38,69 @@ def model_config(model_dir: str | None) -> ModelCfg:
     return from_dict(ModelCfg, read_meta(model_dir)["model"])
 
 
-def build_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg, model_cfg: ModelCfg):
+def read_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg):
+    """The read stage: blocks of typed columns (rows.READ_FIELDS + pass-through, by name)."""
     import ray.data
 
     ray_compat.limit_object_store(cfg.object_store_mb)  # this driver's DataContext
-    ds = ray.data.from_items([{"unit": json.dumps(u)} for u in units],
-                             override_num_blocks=len(units))  # fmt: skip
-    ds = ds.map_batches(read_unit, batch_size=1, batch_format="numpy",
-                        fn_kwargs={"plan": plan, "block_rows": cfg.preprocess_batch_size},
-                        **ray_compat.cpu_stage(cfg.read_num_cpus, retries=cfg.task_retries))  # fmt: skip
-    ds = ray_compat.blocks_of(ds, cfg.preprocess_batch_size)  # one CPU task per block
+    items = [{"unit": json.dumps(u)} for u in units]
+    ds = ray.data.from_items(items, override_num_blocks=len(units))
+    ds = ds.map_batches(
+        read_unit,
+        batch_size=1,
+        batch_format="numpy",
+        fn_kwargs={"plan": plan, "block_rows": cfg.preprocess_batch_size},
+        **ray_compat.cpu_stage(cfg.read_num_cpus, retries=cfg.task_retries),
+    )
+    return ray_compat.blocks_of(ds, cfg.preprocess_batch_size)  # one CPU task per block
+
+
+def preprocessed_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg, model_cfg: ModelCfg):
+    """Read, fetch, preprocess: the model's input columns, with each row's key, id and
+    pass-through columns. Every stage works on pyarrow batches and reads its columns by name."""
+    ds, gate = read_dataset(plan, units, cfg), None
     if model_cfg.image is not None and cfg.fetch_actors:  # a slow host holds no decode CPU
-        ds = ds.map_batches(FetchStage, batch_size=cfg.fetch_batch_size, batch_format="numpy",
-                            fn_constructor_args=(cfg.fetch, cfg.fetch_blocks_in_flight),
-                            **ray_compat.io_actor_stage(cfg.fetch_actors, cfg.fetch_blocks_in_flight,
-                                                        cfg.task_retries))  # fmt: skip
-    ds = ds.map_batches(preprocess, batch_size=cfg.preprocess_batch_size, batch_format="numpy",
-                        fn_kwargs={"model_cfg": model_cfg, "fetch_cfg": cfg.fetch},
-                        # >= 1 MiB reserved: keeps this stage out of the model actors
-                        **ray_compat.cpu_stage(cfg.preprocess_num_cpus, cfg.preprocess_max_tasks,
-                                               max(1, cfg.preprocess_memory_mb),
-                                               cfg.task_retries))  # fmt: skip
-    return ds.map_batches(ModelStage, batch_size=cfg.model_batch_size, batch_format="numpy",
-                          fn_constructor_args=(cfg.model_dir, cfg.model_torch_threads,
-                                               plan.passthrough),
-                          **ray_compat.actor_stage(cfg.model_min_actors, cfg.model_max_actors,
-                                                   cfg.model_num_cpus, cfg.model_num_gpus,
-                                                   cfg.task_retries))  # fmt: skip
+        gate = open_gate(cfg.fetch_rows_ahead)
+        ds = ds.map_batches(
+            FetchStage,
+            batch_size=cfg.fetch_batch_size,
+            batch_format="pyarrow",
+            fn_constructor_args=(cfg.fetch, cfg.fetch_blocks_in_flight, gate),
+            **ray_compat.io_actor_stage(
+                cfg.fetch_actors, cfg.fetch_blocks_in_flight, cfg.task_retries
+            ),
+        )
+    return ds.map_batches(
+        preprocess,
+        batch_size=cfg.preprocess_batch_size,
+        batch_format="pyarrow",
+        fn_kwargs={"model_cfg": model_cfg, "fetch_cfg": cfg.fetch, "gate": gate},
+        # >= 1 MiB reserved: keeps this stage out of the model actors
+        **ray_compat.cpu_stage(
+            cfg.preprocess_num_cpus,
+            cfg.preprocess_max_tasks,
+            max(1, cfg.preprocess_memory_mb),
+            cfg.task_retries,
+        ),
+    )
+
+
+def build_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg, model_cfg: ModelCfg):
+    """The whole graph, up to the output table (output.output_schema)."""
+    ds = preprocessed_dataset(plan, units, cfg, model_cfg)
+    return ds.map_batches(
+        ModelStage,
+        batch_size=cfg.model_batch_size,
+        batch_format="pyarrow",
+        fn_constructor_args=(cfg.model_dir, cfg.model_torch_threads, plan.passthrough),
+        **ray_compat.actor_stage(
+            cfg.model_min_actors,
+            cfg.model_max_actors,
+            cfg.model_num_cpus,
+            cfg.model_num_gpus,
+            cfg.task_retries,
+        ),
+    )
 
 
 def job_manifest(input_spec: str, plan: Plan, cfg: ScoreCfg, model_cfg: ModelCfg) -> dict:
@@ -97,6 +137,13 @@ def run(
         executed = time.time()
         ds.write_parquet(output, **ray_compat.write_args(cfg.write_num_cpus, cfg.max_rows_per_file))
         return account(
-            plan, output, cfg, manifest, started=started, pipeline_s=time.time() - executed,
-            rows_before=rows_before, cut_short=cut_short, ray=where,
-        )  # fmt: skip
+            plan,
+            output,
+            cfg,
+            manifest,
+            started=started,
+            pipeline_s=time.time() - executed,
+            rows_before=rows_before,
+            cut_short=cut_short,
+            ray=where,
+        )

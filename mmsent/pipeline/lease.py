@@ -85,8 +85,15 @@ def _now() -> str:
 def holder_info(job_id: str) -> dict:
     pid = os.getpid()
     proc = _proc(pid)
-    return {"job_id": job_id, "host": socket.gethostname(), "boot_id": _boot_id(), "pid": pid,
-            "pid_start": proc[1] if proc else None, "started": _now(), "heartbeat": _now()}  # fmt: skip
+    return {
+        "job_id": job_id,
+        "host": socket.gethostname(),
+        "boot_id": _boot_id(),
+        "pid": pid,
+        "pid_start": proc[1] if proc else None,
+        "started": _now(),
+        "heartbeat": _now(),
+    }
 
 
 def gone(holder: dict | None, age_s: float, ttl_s: float = TTL_S) -> str | None:
@@ -173,14 +180,21 @@ class _S3Store:
     @staticmethod
     def _refused(e) -> bool:  # a precondition that did not hold, or the object is gone
         return e.response.get("Error", {}).get("Code") in (
-            "PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "412", "409")  # fmt: skip
+            "PreconditionFailed",
+            "ConditionalRequestConflict",
+            "NoSuchKey",
+            "404",
+            "412",
+            "409",
+        )
 
     def _put(self, data: bytes, **cond) -> str | None:
         from botocore.exceptions import ClientError
 
         try:
-            return self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=data,
-                                      ContentType="application/json", **cond)["ETag"]  # fmt: skip
+            return self.s3.put_object(
+                Bucket=self.bucket, Key=self.key, Body=data, ContentType="application/json", **cond
+            )["ETag"]
         except ClientError as e:
             if self._refused(e):
                 return None
@@ -290,8 +304,10 @@ def _describe(holder: dict | None, age: float) -> str:
     if holder is None:
         return "its lease is being written"
     h = holder
-    return (f"job {h.get('job_id')}, host {h.get('host')}, pid {h.get('pid')}, started "
-            f"{h.get('started')}, last heartbeat {age:.0f} s ago")  # fmt: skip
+    return (
+        f"job {h.get('job_id')}, host {h.get('host')}, pid {h.get('pid')}, started "
+        f"{h.get('started')}, last heartbeat {age:.0f} s ago"
+    )
 
 
 def _dump(info: dict) -> bytes:
@@ -322,8 +338,11 @@ def acquire(output: str, ttl_s: float = TTL_S, heartbeat_s: float = HEARTBEAT_S)
             )
         token = store.take(old, _dump(info))
         if token is not None:
-            print(f"mmsent: took over the lease on {output} of job "
-                  f"{(holder or {}).get('job_id')} ({why})", file=sys.stderr)  # fmt: skip
+            print(
+                f"mmsent: took over the lease on {output} of job "
+                f"{(holder or {}).get('job_id')} ({why})",
+                file=sys.stderr,
+            )
             return Lease(output, store, token, info, ttl_s, heartbeat_s)
     raise LeaseError(f"could not take the lease on {output}: other jobs are starting on it too")
 

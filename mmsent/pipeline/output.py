@@ -10,12 +10,11 @@ Scores, confidence and weights are null (not NaN) where there is no prediction.
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pyarrow as pa
 
 from ..config import ModelCfg
+from .rows import to_arrow
 
 KEY = ("input_file", "input_row")  # a row's identity in the input: what resume and accounting use
 
@@ -38,13 +37,13 @@ def output_schema(cfg: ModelCfg, passthrough: list) -> pa.Schema:
     return pa.schema(output_fields(cfg) + extra, metadata={"mmsent.model": cfg.name})
 
 
-def to_table(out: dict[str, np.ndarray], schema: pa.Schema, n_extra: int) -> pa.Table:
-    """ModelRunner columns (+ id, record_error, passthrough, input_*) -> a table of `schema`.
-    A record error (unreadable line, missing id) outranks the modality errors in `error`."""
+def to_table(out: dict[str, np.ndarray], rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """ModelRunner columns (+ record_error) and the rows' own Arrow columns (key, id,
+    pass-through, by name) -> a table of `schema`. A record error (unreadable line, missing id)
+    outranks the modality errors in `error`."""
     out = dict(out)
     # a column of nulls may come back from Ray's Arrow blocks as NaNs: only strings are codes
     record_errors = [r if isinstance(r, str) else None for r in out.pop("record_error")]
-    out["id"] = np.array([v if isinstance(v, str) else None for v in out["id"]], dtype=object)
     out["error"] = np.array(
         [r or e for r, e in zip(record_errors, out["error"], strict=True)], dtype=object
     )
@@ -52,27 +51,10 @@ def to_table(out: dict[str, np.ndarray], schema: pa.Schema, n_extra: int) -> pa.
     out["error_detail"] = np.array(
         [d if isinstance(d, str) else None for d in details], dtype=object
     )
-    extras = [pickle.loads(b) for b in out.pop("passthrough")]
-    fixed = schema.names[: len(schema) - n_extra]
-    arrays = [_arrow(out[name], schema.field(name).type, nan_is_null=True) for name in fixed]
-    for j in range(n_extra):  # a row that failed before its record was read has no extras
-        field = schema.field(len(fixed) + j)
-        values = [e[j] if j < len(e) else None for e in extras]
-        arrays.append(_arrow(values, field.type, nan_is_null=False))
+    arrays = [
+        rows.column(f.name).cast(f.type)
+        if f.name in rows.column_names
+        else to_arrow(out[f.name], f.type, nan_is_null=True)
+        for f in schema
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _arrow(values, typ: pa.DataType, nan_is_null: bool) -> pa.Array:
-    """Values as `typ`; a pass-through value that does not fit its column's type becomes null."""
-    try:
-        return pa.array(values, type=typ, from_pandas=nan_is_null)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
-        return pa.array([_fits(v, typ) for v in values], type=typ)
-
-
-def _fits(v, typ: pa.DataType):
-    try:
-        pa.array([v], type=typ)
-        return v
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
-        return None

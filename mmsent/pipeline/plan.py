@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pyarrow as pa
 
 from ..config import ReadCfg, ScoreCfg, ScoreColumnsCfg
 from ..io.dumps import Item, csv_header, file_format, list_inputs, parquet_schema, read_records
-from .rows import valid_utf8
+from .rows import STAGE_COLUMNS, valid_utf8
 
 SAMPLE_RECORDS = 1000  # JSONL records read to find the columns of a dump
 SAMPLE_FILES = 8  # files tried when the first ones give no columns (corrupt, only bad lines)
@@ -26,12 +27,18 @@ MAX_PASSTHROUGH = 512  # pass-through columns found by sampling (more: list them
 logger = logging.getLogger("mmsent")
 
 
+class Passthrough(NamedTuple):
+    name: str  # in the input
+    out: str  # in the stages and the output
+    type: pa.DataType
+
+
 @dataclass
 class Plan:
     files: list[str]  # sorted URIs
     fmt: str  # auto | jsonl | csv | parquet
     columns: ScoreColumnsCfg
-    passthrough: list[tuple[str, str, pa.DataType]]  # (input column, output column, type)
+    passthrough: list[Passthrough]
     read: ReadCfg = field(default_factory=ReadCfg)
 
     def wanted(self) -> list[str]:
@@ -42,7 +49,8 @@ class Plan:
 def make_plan(spec: str, cfg: ScoreCfg, reserved: set[str]) -> Plan:
     """Files and pass-through columns (found in the first files unless listed). Pass-through
     types: the first readable Parquet file's (nested ones kept); JSONL and CSV values are written
-    as strings."""
+    as strings. A pass-through column keeps its name unless an output column (`reserved`) or a
+    stage's own column (rows.STAGE_COLUMNS) has it: then it is input_<name>."""
     files = list_inputs(spec, cfg.format)
     c = cfg.columns
     fmt = file_format(files[0], cfg.format)
@@ -56,16 +64,22 @@ def make_plan(spec: str, cfg: ScoreCfg, reserved: set[str]) -> Plan:
         names = list(types) if fmt == "parquet" else _sample_names(files, cfg)
         names = [n for n in names if n not in (c.id, c.text, c.image)]
         if len(names) > MAX_PASSTHROUGH:
-            logger.warning("%s: %d columns found; passing the first %d through (list them in "
-                           "columns.passthrough to choose)", spec, len(names), MAX_PASSTHROUGH)  # fmt: skip
+            logger.warning(
+                "%s: %d columns found; passing the first %d through (list them in "
+                "columns.passthrough to choose)",
+                spec,
+                len(names),
+                MAX_PASSTHROUGH,
+            )
             names = names[:MAX_PASSTHROUGH]
     passthrough = []
+    reserved = reserved | STAGE_COLUMNS  # the stages carry pass-through columns beside their own
     for name in names:
         out = valid_utf8(name)  # a column name from undecodable bytes still has to be written
         while out in reserved:  # e.g. a ground-truth `label` column becomes `input_label`
             out = f"input_{out}"
         reserved = reserved | {out}
-        passthrough.append((name, out, types.get(name, pa.string())))
+        passthrough.append(Passthrough(name, out, types.get(name, pa.string())))
     return Plan(files, cfg.format, c, passthrough, cfg.read)
 
 

@@ -56,9 +56,12 @@ def io_actor_stage(size: int, calls: int, retries: int = -1) -> dict:
     threads: for work that waits on the network (the UDF must be thread-safe)."""
     import ray.data
 
-    strategy = ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=calls,
-                                          max_concurrent_calls_per_actor=calls,
-                                          enable_true_multi_threading=True)  # fmt: skip
+    strategy = ray.data.ActorPoolStrategy(
+        size=size,
+        max_tasks_in_flight_per_actor=calls,
+        max_concurrent_calls_per_actor=calls,
+        enable_true_multi_threading=True,
+    )
     return {"compute": strategy, "num_cpus": 0, "max_restarts": -1, "max_task_retries": retries}
 
 
@@ -95,8 +98,11 @@ def limit_object_store(mb: float | None) -> None:
 def write_args(num_cpus: float, max_rows_per_file: int) -> dict:
     """Files of max_rows_per_file/2 to max_rows_per_file rows (pyarrow enforces the cap; the last
     file may be smaller): without a minimum, every model batch would become a file of its own."""
-    return {"min_rows_per_file": max(1, max_rows_per_file // 2),
-            "max_rows_per_file": max_rows_per_file, "ray_remote_args": {"num_cpus": num_cpus}}  # fmt: skip
+    return {
+        "min_rows_per_file": max(1, max_rows_per_file // 2),
+        "max_rows_per_file": max_rows_per_file,
+        "ray_remote_args": {"num_cpus": num_cpus},
+    }
 
 
 def connect(address: str | None = None, **local_args) -> str:
@@ -115,7 +121,9 @@ def connect(address: str | None = None, **local_args) -> str:
         ray.init(address=address)
         return address
     if ray_constants.ENABLE_RAY_CLUSTER:
-        raise RuntimeError("Ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set: "
-                           "a local Ray would listen beyond 127.0.0.1")  # fmt: skip
+        raise RuntimeError(
+            "Ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set: "
+            "a local Ray would listen beyond 127.0.0.1"
+        )
     ray.init(include_dashboard=False, **local_args)
     return "local"

@@ -57,8 +57,11 @@ def output_files(output: str) -> list[str]:
     """Paths (inside the output's filesystem) of the Parquet files under OUTPUT."""
     fs, root = filesystem(output)
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    return sorted(i.path for i in infos if i.is_file and i.extension == "parquet"
-                  and not i.base_name.startswith(("_", ".")))  # fmt: skip
+    return sorted(
+        i.path
+        for i in infos
+        if i.is_file and i.extension == "parquet" and not i.base_name.startswith(("_", "."))
+    )
 
 
 def fingerprint_inputs(files: list[str]) -> dict[str, dict]:
@@ -71,8 +74,12 @@ def fingerprint_inputs(files: list[str]) -> dict[str, dict]:
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
-        conf = Config(connect_timeout=10, read_timeout=10, retries={"max_attempts": READ_TRIES},
-                      max_pool_connections=16)  # fmt: skip
+        conf = Config(
+            connect_timeout=10,
+            read_timeout=10,
+            retries={"max_attempts": READ_TRIES},
+            max_pool_connections=16,
+        )
         s3 = boto3.session.Session().client("s3", config=conf)
 
         def head(uri: str) -> dict:
@@ -109,8 +116,11 @@ def fingerprint_checkpoint(model_dir: str | None) -> dict:
                     h.update(chunk)
             files[rel] = h.hexdigest()
     total = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in files.items()).encode())
-    return {"path": str(model_dir) if model_dir else "default", "sha256": total.hexdigest(),
-            "files": files}  # fmt: skip
+    return {
+        "path": str(model_dir) if model_dir else "default",
+        "sha256": total.hexdigest(),
+        "files": files,
+    }
 
 
 def _iso(t: datetime) -> str:
@@ -135,18 +145,24 @@ def changes(old: dict, new: dict) -> list[str]:
     lines = _listed("input file added", sorted(set(now) - set(was)))
     lines += _listed("input file removed", sorted(set(was) - set(now)))
     diff = sorted(f for f in set(was) & set(now) if not _same(was[f], now[f]))
-    lines += _listed("input file changed", [
-        f"{f} (size {was[f].get('size')} -> {now[f].get('size')} bytes, mtime "
-        f"{was[f].get('mtime')} -> {now[f].get('mtime')}"
-        + (f", ETag {was[f].get('etag')} -> {now[f]['etag']}" if now[f].get("etag") else "")
-        + ")"
-        for f in diff])  # fmt: skip
+    lines += _listed(
+        "input file changed",
+        [
+            f"{f} (size {was[f].get('size')} -> {now[f].get('size')} bytes, mtime "
+            f"{was[f].get('mtime')} -> {now[f].get('mtime')}"
+            + (f", ETag {was[f].get('etag')} -> {now[f]['etag']}" if now[f].get("etag") else "")
+            + ")"
+            for f in diff
+        ],
+    )
     a, b = old["checkpoint"], new["checkpoint"]
     if a.get("sha256") != b.get("sha256"):
         fa, fb = a.get("files", {}), b.get("files", {})
         which = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
-        lines.append(f"  checkpoint changed: {b['path']} (was {a.get('path')}; files that differ: "
-                     f"{', '.join(which) or 'none listed'})")  # fmt: skip
+        lines.append(
+            f"  checkpoint changed: {b['path']} (was {a.get('path')}; files that differ: "
+            f"{', '.join(which) or 'none listed'})"
+        )
     return lines
 
 
@@ -155,8 +171,10 @@ def check(output: str, old: dict, new: dict) -> None:
     changed = [k for k in ("input", "model", "columns") if old.get(k) != new.get(k)]
     if changed:
         diff = "; ".join(f"{k} was {old.get(k)}, now {new.get(k)}" for k in changed)
-        raise ResumeError(f"{output} holds the scores of another job ({diff}): "
-                          "use a new OUTPUT, or --overwrite to replace them")  # fmt: skip
+        raise ResumeError(
+            f"{output} holds the scores of another job ({diff}): "
+            "use a new OUTPUT, or --overwrite to replace them"
+        )
     kinds = [k for k in ("inputs", "checkpoint") if k in new]
     if any(k not in old for k in kinds):
         raise ResumeError(
@@ -165,9 +183,16 @@ def check(output: str, old: dict, new: dict) -> None:
             f"since cannot be verified, so the job will not resume there. {REDO}"
         )
     if kinds and (lines := changes(old, new)):
-        raise ResumeError("\n".join([
-            f"{output} holds the scores of other input files or another checkpoint than this "
-            "run's: resuming would mix two runs.", *lines, REDO]))  # fmt: skip
+        raise ResumeError(
+            "\n".join(
+                [
+                    f"{output} holds the scores of other input files or another checkpoint than this "
+                    "run's: resuming would mix two runs.",
+                    *lines,
+                    REDO,
+                ]
+            )
+        )
 
 
 def _retry(fn, what: str):
@@ -217,8 +242,9 @@ def _read_json(fs: pafs.FileSystem, path: str):
 def _wipe(fs: pafs.FileSystem, root: str, output: str) -> None:
     """--overwrite: empty OUTPUT, only if it is an mmsent output (holds its _job.json) or empty.
     The lease (this job's) stays; _job.json goes last, so a wipe cut short can be redone."""
-    entries = _retry(lambda: fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)),
-                     output)  # fmt: skip
+    entries = _retry(
+        lambda: fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)), output
+    )
     entries = [i for i in entries if not i.base_name.startswith(LEASE)]
     if not entries:
         return
@@ -226,9 +252,11 @@ def _wipe(fs: pafs.FileSystem, root: str, output: str) -> None:
     meta = _read_json(fs, job) if any(i.path == job and i.is_file for i in entries) else None
     if not (isinstance(meta, dict) and {"input", "model", "mmsent_version"} <= meta.keys()):
         names = ", ".join(sorted(i.base_name for i in entries)[:SHOWN])
-        raise ResumeError(f"--overwrite refused: {output} is not empty ({names}) and holds no "
-                          f"mmsent {MANIFEST}, so it is not an mmsent output; nothing was "
-                          "deleted. Use an empty or new OUTPUT, or empty it yourself.")  # fmt: skip
+        raise ResumeError(
+            f"--overwrite refused: {output} is not empty ({names}) and holds no "
+            f"mmsent {MANIFEST}, so it is not an mmsent output; nothing was "
+            "deleted. Use an empty or new OUTPUT, or empty it yourself."
+        )
     for i in sorted(entries, key=lambda i: i.path == job):
         if i.type == pafs.FileType.Directory:
             fs.delete_dir(i.path)
@@ -268,8 +296,9 @@ def read_output(output: str, columns: list[str]) -> pa.Table:
     fs, _ = filesystem(output)
     files = output_files(output)
     if not files:
-        return pa.table({c: pa.array([], pa.int64() if c == "input_row" else pa.string())
-                         for c in columns})  # fmt: skip
+        return pa.table(
+            {c: pa.array([], pa.int64() if c == "input_row" else pa.string()) for c in columns}
+        )
     return pq.ParquetDataset(files, filesystem=fs).read(columns=columns)
 
 

@@ -57,8 +57,12 @@ def make(out: Path, posts: int = 600, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     lines = []
     for k, i in enumerate(rng.choice(len(vader), size=posts, replace=False)):
-        row = {"id": f"post-{k:05d}", "text": vader.texts[i], "source": vader.sources[i],
-               "true_label": LABELS[int(vader.labels[i])]}  # fmt: skip
+        row = {
+            "id": f"post-{k:05d}",
+            "text": vader.texts[i],
+            "source": vader.sources[i],
+            "true_label": LABELS[int(vader.labels[i])],
+        }
         if k % 2 == 0:  # half the posts carry a photo
             row["image_url"] = f"images/{photos[(k // 2) % len(photos)][0]}.jpg"
         lines.append(json.dumps(row).encode())

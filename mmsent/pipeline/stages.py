@@ -1,136 +1,55 @@
-"""The UDFs of the Ray Data graph. Each is plain Python, testable on a hand-built batch without Ray.
+"""The UDFs of the Ray Data graph. Each is plain Python on a pyarrow.Table and reads its columns by
+name; each is testable on a hand-built batch without Ray. The columns of every stage are in
+docs/bulk-scoring.md ("Stage columns").
 
 read_unit({"unit": [json.dumps({"file": uri, "skip": [[0, 10]]})]}, plan=plan, block_rows=32)
-    -> yields {input_file, input_row, record}        (record: rows.encode blob)
-preprocess(batch, model_cfg=cfg, fetch_cfg=FetchCfg())
-    -> the numpy batch of docs/ARCHITECTURE.md + id, record_error, passthrough, input_*
-ModelStage(model_dir, torch_threads, passthrough)(batch) -> pyarrow.Table (the output schema)
+    -> yields rows.read_block tables: input_file, input_row, id, input_text, input_image, ...
+FetchStage(fetch_cfg, blocks_in_flight)(table) -> the table with image_data (+ fetch status)
+preprocess(table, model_cfg=cfg, fetch_cfg=FetchCfg())
+    -> the batch of docs/ARCHITECTURE.md (as Arrow) + id, record_error, input_*, pass-through
+ModelStage(model_dir, torch_threads, passthrough)(table) -> pyarrow.Table (the output schema)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from .. import codes
-from ..boundary import concat_columns, describe, isolate, take
+from ..boundary import concat_columns, describe, isolate
 from ..config import FetchCfg, ModelCfg, to_dict
 from ..io.fetch import fetch, fetch_many
 from ..preprocess import Preprocessor, pack_pixels
-from .files import parent
 from .plan import Plan, read_rows
 from .resume import Skip
-from .rows import encode
+from .rows import FETCHED, READ_FIELDS, read_block
 
 _PREPROCESSORS: dict[str, Any] = {}  # one Preprocessor per worker process (tokenizer load ~0.3 s)
+# what the preprocess stage reads and does not hand on; every other column goes on as it is
+_CONSUMED = frozenset(n for n, _ in READ_FIELDS) - {"input_file", "input_row", "id"}
 
 
 def read_unit(batch: dict[str, np.ndarray], *, plan: Plan, block_rows: int):
-    """Rows of whole input files, minus the rows a previous run wrote, in batches of `block_rows`
+    """Rows of whole input files, minus the rows a previous run wrote, in blocks of `block_rows`
     (the graph re-cuts them into blocks of that size: one CPU task each, spread over the CPUs)."""
     for unit in batch["unit"]:
         unit = json.loads(unit)
-        uri, skip, base = unit["file"], Skip(unit["skip"]), parent(unit["file"])
-        rows: list[int] = []
-        blobs: list[bytes] = []
+        uri, skip = unit["file"], Skip(unit["skip"])
+        items = []
         for item in read_rows(uri, plan):  # an unreadable row is a row too (dumps.Item)
             if item.row in skip:
                 continue
-            rows.append(item.row)
-            blobs.append(encode(item, plan, base))
-            if len(rows) == block_rows:
-                yield _block(uri, rows, blobs)
-                rows, blobs = [], []
-        if rows:
-            yield _block(uri, rows, blobs)
-
-
-def _block(uri: str, rows: list[int], blobs: list[bytes]) -> dict[str, np.ndarray]:
-    return {"input_file": np.full(len(rows), uri, dtype=object),
-            "input_row": np.array(rows, dtype=np.int64),
-            "record": np.array(blobs, dtype=object)}  # fmt: skip
-
-
-def preprocess(
-    batch: dict[str, np.ndarray], *, model_cfg: ModelCfg, fetch_cfg: FetchCfg
-) -> dict[str, np.ndarray]:
-    """Fetch images (fetch_many: bounded concurrency, retries, byte cap), then THE preprocessing.
-    Inside the error boundary: a row that makes this raise is that row's internal_error."""
-    pre = _preprocessor(model_cfg)
-
-    def work(lo: int, hi: int) -> dict[str, np.ndarray]:
-        return _preprocess(take(batch, lo, hi), pre, model_cfg, fetch_cfg)
-
-    def failed(lo: int, hi: int, exc: Exception) -> dict[str, np.ndarray]:
-        out = pack_pixels(pre([None] * (hi - lo)))
-        out["record_error"] = np.full(hi - lo, codes.INTERNAL_ERROR, dtype=object)
-        out["error_detail"][:] = describe(exc)
-        ids, extras = zip(*map(_id_and_extras, batch["record"][lo:hi]), strict=True)
-        out["id"] = np.array(ids, dtype=object)
-        out["passthrough"] = np.array([pickle.dumps(e, protocol=5) for e in extras], dtype=object)
-        out["input_file"], out["input_row"] = batch["input_file"][lo:hi], batch["input_row"][lo:hi]
-        return out
-
-    return isolate(work, len(batch["input_row"]), concat_columns, failed)
-
-
-def _id_and_extras(blob: bytes) -> tuple:
-    """What a failed row keeps of its record, if that much reads (else: no id, null columns)."""
-    try:
-        row = pickle.loads(blob)  # a rows.Row
-        return row.id, row.extras
-    except Exception:  # noqa: BLE001 - the record itself may be what failed
-        return None, ()
-
-
-def _preprocess(batch, pre, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> dict[str, np.ndarray]:
-    ids, texts, images, errors, extras, read_details, image_status = zip(
-        *map(pickle.loads, batch["record"]), strict=True
-    )  # rows.Row
-    if FETCHED[0] in batch:  # the fetch stage ran before (the graph); else fetch here (tests)
-        # a column of nulls may come back from Ray's Arrow blocks as NaNs: only bytes are data
-        data, known, details = ([v if isinstance(v, bytes | str) else None for v in batch[k]]
-                                for k in FETCHED)  # fmt: skip
-    else:
-        data, known, details = _image_bytes(list(images), model_cfg, fetch_cfg)
-    known = [s or k for s, k in zip(image_status, known, strict=True)]  # refused when reading
-    out = pack_pixels(pre(list(texts), data, known))
-    out["id"] = np.array(ids, dtype=object)
-    out["record_error"] = np.array(errors, dtype=object)
-    out["error_detail"] = np.array(
-        [r or f or p for r, f, p in zip(read_details, details, out["error_detail"], strict=True)],
-        dtype=object,
-    )
-    out["passthrough"] = np.array([pickle.dumps(e, protocol=5) for e in extras], dtype=object)
-    out["input_file"], out["input_row"] = batch["input_file"], batch["input_row"]
-    return out
-
-
-def _image_bytes(refs: list, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> tuple[list, list, list]:
-    """Per row: image bytes (inline bytes as they are, references fetched), fetch errors and their
-    details (without the fetch stage: tests, the bench's plain loop)."""
-    if model_cfg.image is None:  # not fetched; a post that has an image reads "unused"
-        return [b"" if _present(v) else None for v in refs], [None] * len(refs), [None] * len(refs)
-    fetched = iter(fetch_many([r for r in refs if not _inline(r)], fetch_cfg))
-    got = [(bytes(r), None, None) if _inline(r) else _outcome(next(fetched)) for r in refs]
-    return [g[0] for g in got], [g[1] for g in got], [g[2] for g in got]
-
-
-def _inline(ref: Any) -> bool:
-    return isinstance(ref, bytes | bytearray)
-
-
-def _outcome(got) -> tuple[bytes | None, str | None, str | None]:
-    """A Fetched as (bytes, fetch error or None, detail)."""
-    return got.data, None if got.status == codes.OK else got.status, got.detail
-
-
-FETCHED = ("image_data", "image_fetch_status", "image_fetch_detail")  # the fetch stage's columns
+            items.append(item)
+            if len(items) == block_rows:
+                yield read_block(uri, items, plan)
+                items = []
+        if items:
+            yield read_block(uri, items, plan)
 
 
 class FetchStage:
@@ -141,42 +60,161 @@ class FetchStage:
     task's CPU, and the other rows of its block stream on. One thread pool serves every call: made
     per call (or per row), threads come and go and each new one grows the heap (malloc arenas)."""
 
-    def __init__(self, fetch_cfg: FetchCfg, blocks_in_flight: int, patience_s: float = 1.0):
-        self.fetch_cfg, self.patience_s = fetch_cfg, patience_s
+    def __init__(
+        self, fetch_cfg: FetchCfg, blocks_in_flight: int, gate=None, patience_s: float = 1.0
+    ):
+        self.fetch_cfg, self.gate, self.patience_s = fetch_cfg, gate, patience_s
         workers = max(1, fetch_cfg.concurrency * blocks_in_flight)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="fetch")
 
-    def __call__(self, batch: dict[str, np.ndarray]):
-        refs = [_image_ref(blob) for blob in batch["record"]]
-        futures = [self.pool.submit(_fetch_one, ref, self.fetch_cfg) for ref in refs]
-        done, _ = wait(futures, timeout=self.patience_s)
-        first = [i for i, f in enumerate(futures) if f in done]
-        rest = [i for i, f in enumerate(futures) if f not in done]
+    def __call__(self, batch: pa.Table):
+        if self.gate is not None:  # room downstream first (mmsent.pipeline.gate)
+            import ray
+
+            ray.get(self.gate.acquire.remote(batch.num_rows))
+        refs, known = batch.column("input_image").to_pylist(), _known_images(batch)
+        futures = [
+            None if k is not None else self.pool.submit(_fetch_one, ref, self.fetch_cfg)
+            for ref, k in zip(refs, known, strict=True)
+        ]
+        done, _ = wait([f for f in futures if f is not None], timeout=self.patience_s)
+        first = [i for i, f in enumerate(futures) if f is None or f in done]
+        rest = [i for i, f in enumerate(futures) if f is not None and f not in done]
         for part in (first, rest):
             if part:
-                yield _with_images(batch, part, [futures[i].result() for i in part])
+                got = [known[i] or futures[i].result() for i in part]
+                yield _with_images(batch.take(part), got)
 
 
-def _fetch_one(ref: Any, cfg: FetchCfg) -> tuple[bytes | None, str | None, str | None]:
-    return (bytes(ref), None, None) if _inline(ref) else _outcome(fetch(ref, cfg))
+def _known_images(batch: pa.Table) -> list[tuple | None]:
+    """Per row (bytes, status, detail) where nothing is left to fetch: inline bytes, a fetch
+    outcome known from reading, no reference at all; None where the reference is to be fetched."""
+    refs, data, status, detail = _columns(batch, ("input_image", *FETCHED))
+    return [
+        (d, s, t) if d is not None or s is not None or r is None else None
+        for r, d, s, t in zip(refs, data, status, detail, strict=True)
+    ]
 
 
-def _image_ref(blob: bytes) -> Any:
-    try:
-        return pickle.loads(blob)[2]
-    except Exception:  # noqa: BLE001 - a record that does not load is preprocess's to report
-        return None
+def _fetch_one(ref: str, cfg: FetchCfg) -> tuple[bytes | None, str | None, str | None]:
+    return _outcome(fetch(ref, cfg))
 
 
-def _with_images(batch: dict[str, np.ndarray], rows: list[int], got: list[tuple]) -> dict:
-    out = {k: v[rows] for k, v in batch.items()}
-    for j, key in enumerate(FETCHED):
-        out[key] = np.array([g[j] for g in got], dtype=object)
+def _outcome(got) -> tuple[bytes | None, str | None, str | None]:
+    """A Fetched as (bytes, fetch error or None, detail)."""
+    return got.data, None if got.status == codes.OK else got.status, got.detail
+
+
+def _with_images(batch: pa.Table, got: list[tuple]) -> pa.Table:
+    for j, name in enumerate(FETCHED):
+        i = batch.schema.get_field_index(name)
+        batch = batch.set_column(i, name, pa.array([g[j] for g in got], batch.schema.field(i).type))
+    return batch
+
+
+def preprocess(batch: pa.Table, *, model_cfg: ModelCfg, fetch_cfg: FetchCfg, gate=None) -> pa.Table:
+    """Images not fetched yet (no fetch stage: tests, the bench's loop) are fetched here
+    (fetch_many: bounded concurrency, retries, byte cap), then THE preprocessing. Inside the error
+    boundary: a row that makes this raise is that row's internal_error; every row keeps its id,
+    key and pass-through columns."""
+    pre = _preprocessor(model_cfg)
+
+    def work(lo: int, hi: int) -> dict[str, np.ndarray]:
+        return _preprocess(batch.slice(lo, hi - lo), pre, model_cfg, fetch_cfg)
+
+    def failed(lo: int, hi: int, exc: Exception) -> dict[str, np.ndarray]:
+        out = pack_pixels(pre([None] * (hi - lo)))
+        out["record_error"] = np.full(hi - lo, codes.INTERNAL_ERROR, dtype=object)
+        out["error_detail"][:] = describe(exc)
+        return out
+
+    out = isolate(work, batch.num_rows, concat_columns, failed)
+    carried = [n for n in batch.column_names if n not in _CONSUMED]
+    table = batch.select(carried)
+    for name, values in out.items():
+        table = table.append_column(name, _arrow_column(name, values))
+    if gate is not None:  # these rows' image bytes are gone: the fetch stage may go on
+        gate.release.remote(batch.num_rows)
+    return table
+
+
+def _preprocess(batch: pa.Table, pre, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> dict:
+    names = ("input_text", "record_error", "error_detail", "text_status", "image_status")
+    texts, record_errors, read_details, read_text_status, read_image_status = _columns(batch, names)
+    data, fetch_status, fetch_details = _images(batch, model_cfg, fetch_cfg)
+    known = [r or f for r, f in zip(read_image_status, fetch_status, strict=True)]
+    out = pack_pixels(pre(texts, data, known))
+    # a text that no string column can hold was judged when read (rows.text_cell); it reaches
+    # the Preprocessor as no text, so its code replaces "missing"
+    out["text_status"] = np.array(
+        [
+            r if r and s == codes.MISSING else s
+            for r, s in zip(read_text_status, out["text_status"], strict=True)
+        ],
+        dtype=object,
+    )
+    out["record_error"] = np.array(record_errors, dtype=object)
+    out["error_detail"] = np.array(
+        [
+            r or f or p
+            for r, f, p in zip(read_details, fetch_details, out["error_detail"], strict=True)
+        ],
+        dtype=object,
+    )
     return out
 
 
+def _images(batch: pa.Table, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> tuple[list, list, list]:
+    """Per row: image bytes, fetch error and its detail; what the fetch stage left to fetch (all
+    references when there is no fetch stage) is fetched here."""
+    refs, data, status, detail = _columns(batch, ("input_image", *FETCHED))
+    if model_cfg.image is None:  # not fetched; a post that has an image reads "unused"
+        n = len(refs)
+        present = [d is not None or _present(r) for r, d in zip(refs, data, strict=True)]
+        return [b"" if p else None for p in present], [None] * n, [None] * n
+    known = _known_images(batch)
+    todo = [i for i, k in enumerate(known) if k is None]
+    for i, got in zip(todo, fetch_many([refs[i] for i in todo], fetch_cfg), strict=True):
+        data[i], status[i], detail[i] = _outcome(got)
+    return data, status, detail
+
+
+def _columns(batch: pa.Table, names) -> list[list]:
+    return [batch.column(n).to_pylist() for n in names]
+
+
 def _present(v: Any) -> bool:
-    return v is not None and not (isinstance(v, str) and not v.strip()) and v == v
+    return v is not None and not (isinstance(v, str) and not v.strip())
+
+
+# the preprocess stage's columns that numpy cannot type: the rest are strings, or numpy's type
+_OBJECT_TYPES = {"pixels": pa.binary()}
+
+
+def _arrow_column(name: str, values: np.ndarray) -> pa.Array:
+    """A preprocessed numpy column as Arrow: (B, ...) arrays as fixed-shape tensors, object
+    columns as strings (pixels: bytes), so a block of nulls is still a string column."""
+    if values.ndim > 1:
+        typ = pa.fixed_shape_tensor(pa.from_numpy_dtype(values.dtype), values.shape[1:])
+        flat = pa.array(np.ascontiguousarray(values).reshape(-1))
+        storage = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(values.shape[1:])))
+        return pa.ExtensionArray.from_storage(typ, storage)
+    if values.dtype == object:
+        return pa.array(values.tolist(), _OBJECT_TYPES.get(name, pa.string()))
+    return pa.array(values)
+
+
+def to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
+    """`_arrow_column` undone: the numpy batch that ModelRunner reads."""
+    out = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        if isinstance(col.type, pa.FixedShapeTensorType):
+            out[name] = col.combine_chunks().to_numpy_ndarray()
+        elif pa.types.is_boolean(col.type) or pa.types.is_integer(col.type):
+            out[name] = col.to_numpy()
+        else:
+            out[name] = np.array(col.to_pylist(), dtype=object)
+    return out
 
 
 def _preprocessor(cfg: ModelCfg):
@@ -189,21 +227,23 @@ def _preprocessor(cfg: ModelCfg):
 
 
 class ModelStage:
-    """The actor of the model stage: loads the checkpoint once, then scores batches."""
+    """The actor of the model stage: loads the checkpoint once, then scores batches. The model
+    reads the preprocessed columns; a row's key, id and pass-through columns go on in Arrow."""
 
     def __init__(self, model_dir: str | None, torch_threads: int, passthrough: list):
         import torch
 
         from ..predictor import ModelRunner
-        from .output import output_schema
+        from .output import KEY, output_schema
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.runner = ModelRunner(model_dir)
         self.schema = output_schema(self.runner.cfg, passthrough)
-        self.passthrough = passthrough
+        self.carried = [*KEY, "id", *(out for _, out, _ in passthrough)]
 
-    def __call__(self, batch: dict[str, np.ndarray]):
+    def __call__(self, batch: pa.Table) -> pa.Table:
         from .output import to_table
 
-        return to_table(self.runner(batch), self.schema, len(self.passthrough))
+        inputs = batch.drop_columns(self.carried)
+        return to_table(self.runner(to_numpy(inputs)), batch.select(self.carried), self.schema)

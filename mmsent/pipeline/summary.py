@@ -54,8 +54,18 @@ def input_counts(counted: dict[str, Count] | None, per_file: Counter) -> dict:
     }
 
 
-def account(plan: Plan, output: str, cfg, manifest: dict, *, started: float, pipeline_s: float,
-            rows_before: int, cut_short: list[str], ray: str) -> dict:  # fmt: skip
+def account(
+    plan: Plan,
+    output: str,
+    cfg,
+    manifest: dict,
+    *,
+    started: float,
+    pipeline_s: float,
+    rows_before: int,
+    cut_short: list[str],
+    ray: str,
+) -> dict:
     t = read_output(output, ["input_file", "input_row", "error", "label"])
     keys = t.group_by(["input_file", "input_row"]).aggregate([])
     per_file = Counter(keys.column("input_file").to_pylist())
@@ -95,13 +105,20 @@ def _counts(col: pa.ChunkedArray) -> dict[str, int]:
 
 def ok(summary: dict) -> bool:
     """Nothing lost, nothing twice (a file whose rest could not be read has lost rows)."""
-    return (not summary["missing"] and not summary["duplicates"] and not summary["not_in_input"]
-            and not summary["errors"].get(codes.INPUT_READ_ERROR))  # fmt: skip
+    return (
+        not summary["missing"]
+        and not summary["duplicates"]
+        and not summary["not_in_input"]
+        and not summary["errors"].get(codes.INPUT_READ_ERROR)
+    )
 
 
 def format_summary(s: dict) -> str:
-    verified = (f"input rows {s['input_rows']} | missing {s['missing']} | "
-                if s["input_rows"] is not None else "input not re-counted (verify: false) | ")  # fmt: skip
+    verified = (
+        f"input rows {s['input_rows']} | missing {s['missing']} | "
+        if s["input_rows"] is not None
+        else "input not re-counted (verify: false) | "
+    )
     if s.get("lines_in_quoted_fields"):  # multi-line CSV records: an unclosed quote shows here
         verified += f"{s['lines_in_quoted_fields']} lines inside quoted fields | "
     lines = [
