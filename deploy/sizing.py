@@ -3,8 +3,9 @@
     python deploy/sizing.py [--posts 256] [--batch-size 64] [--model DIR] [--images DIR --texts F]
 
 Run it where it counts, on a sample of your posts: in a gpu-infer pod for the GPU figure, in a
-cpu-decode pod for the CPU figure (the image holds this file at /home/ray/mmsent/deploy/; in a
-checkout, the defaults are held-out tweets and real photos). Measured in one run:
+cpu-decode pod for the CPU figure (the image holds this file at /home/ray/mmsent/deploy/). Without
+--texts, the tweets shipped in the package; without --images, real photos of scikit-image & co
+(the train extra, which the image does not have: give --images there). Measured in one run:
 - preprocess: posts per CPU-second of what a decode task does (JPEG decode + resize + tokenise,
   mmsent.preprocess.Preprocessor, one thread) on real tweets and real photos (<= 1024 px);
 - model: posts/s of ModelRunner on already-preprocessed batches, on this machine's device.
@@ -27,11 +28,11 @@ from mmsent.preprocess import Preprocessor
 
 def posts(n: int, images_dir: str | None, texts_file: str | None) -> tuple[list, list]:
     """n posts: your own sample (--images DIR of image files, --texts FILE one post per line) or,
-    in a checkout, held-out tweets and the real photos of installed packages."""
+    the tweets shipped in the package and the real photos of installed packages."""
     if texts_file:
         texts = [t for t in Path(texts_file).read_text().splitlines() if t.strip()]
     else:
-        from mmsent.train.data import read_vader  # data/ of a checkout (not in the image)
+        from mmsent.train.data import read_vader  # package data: in the wheel and the image
 
         vader = read_vader()
         texts = [t for t, s in zip(vader.texts, vader.sources, strict=True) if s == "tweets"]

@@ -3,9 +3,8 @@
     python deploy/validate.py                      # every manifest in deploy/; exit 1 on any error
     python deploy/validate.py deploy/ray-job.bulk-score.yaml
 
-- ray.io/v1 resources: against the openAPIV3Schema of KubeRay's CRDs (shared/kuberay-crds/, found
-  beside the repo as ../shared, or in it, or at $MMSENT_KUBERAY_CRDS), their `metadata` against
-  Kubernetes' ObjectMeta.
+- ray.io/v1 resources: against the openAPIV3Schema of KubeRay's CRDs (deploy/crds/, copies of
+  KubeRay's, pinned: see deploy/crds/README.md), their `metadata` against Kubernetes' ObjectMeta.
 - Everything else (Secret, ConfigMap, Service, ...): against Kubernetes' own schemas
   (kubernetes-validate, bundled, offline), in their strict form.
 
@@ -22,7 +21,6 @@ List uniqueness (x-kubernetes-list-type map/set) is checked too; CEL rules
 from __future__ import annotations
 
 import copy
-import os
 import sys
 from functools import cache
 from pathlib import Path
@@ -35,6 +33,7 @@ from referencing import Registry, Resource
 
 REPO = Path(__file__).resolve().parent.parent
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+CRD_DIR = REPO / "deploy" / "crds"  # KubeRay v1.7.0's CRDs, verbatim (crds/README.md)
 K8S_VERSION = "1.33"  # the oldest Kubernetes minor these manifests are meant for
 # every deploy/*.yaml is a manifest but the Serve overlay (input of deploy/render.py)
 MANIFESTS = sorted(
@@ -43,16 +42,10 @@ MANIFESTS = sorted(
 
 
 def crd_dir() -> Path:
-    candidates = [os.environ.get("MMSENT_KUBERAY_CRDS", "")] + [
-        str(REPO / p / "kuberay-crds") for p in ("../shared", "shared")
-    ]
-    for c in candidates:
-        if c and Path(c, "ray.io_rayjobs.yaml").exists():
-            return Path(c).resolve()
-    raise FileNotFoundError(
-        "KubeRay CRDs not found: expected ray.io_*.yaml in ../shared/kuberay-crds beside the repo "
-        f"({REPO.parent / 'shared/kuberay-crds'}), in shared/kuberay-crds, or at $MMSENT_KUBERAY_CRDS"
-    )
+    """deploy/crds/: the repo's own pinned copies, never a folder outside the checkout."""
+    if not (CRD_DIR / "ray.io_rayjobs.yaml").exists():
+        raise FileNotFoundError(f"KubeRay CRDs not found: expected ray.io_*.yaml in {CRD_DIR}")
+    return CRD_DIR
 
 
 def close(schema):
@@ -62,8 +55,10 @@ def close(schema):
     if not isinstance(schema, dict):
         return schema
     # under `properties`, the keys are field names: close their schemas, not the mapping itself
-    out = {k: {p: close(s) for p, s in v.items()} if k == "properties" else close(v)
-           for k, v in schema.items()}  # fmt: skip
+    out = {
+        k: {p: close(s) for p, s in v.items()} if k == "properties" else close(v)
+        for k, v in schema.items()
+    }
     open_ended = "additionalProperties" in out or out.get("x-kubernetes-preserve-unknown-fields")
     if "properties" in out and not open_ended:
         out["additionalProperties"] = False

@@ -6,7 +6,7 @@ Fast: no Ray instance, no cluster, no Docker (the image itself is checked when i
 from __future__ import annotations
 
 import copy
-import fnmatch
+import hashlib
 import importlib.util
 import os
 import re
@@ -67,6 +67,26 @@ ALL_PODS += [("job/submitter", JOB["spec"]["submitterPodTemplate"]["spec"])]
 
 def test_kuberay_crds_are_found():
     assert {"RayJob", "RayService", "RayCluster"} <= {k for _, k in validate.crd_validators()}
+
+
+def git_blob(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_crds_are_the_pinned_kuberay_release_inside_the_repo():
+    """deploy/crds/ holds KubeRay's files unchanged (their git blobs at the tag noted in its
+    README), of the KubeRay version that deploy/README.md tells users to install."""
+    crds = validate.crd_dir()
+    assert crds.resolve().is_relative_to(REPO) and crds == DEPLOY / "crds"
+    notes = (crds / "README.md").read_text()
+    pinned = dict(re.findall(r"^\| `(ray\.io_\w+\.yaml)` \| `([0-9a-f]{40})` \|$", notes, re.M))
+    assert pinned and set(pinned) == {f.name for f in crds.glob("*.yaml")}
+    for name, blob in pinned.items():
+        assert git_blob(crds / name) == blob, f"{name} differs from KubeRay's file"
+    [tag] = re.findall(r"^- tag: `v([\d.]+)`", notes, re.M)
+    [needed] = re.findall(r"KubeRay operator ([\d.]+)", (DEPLOY / "README.md").read_text())
+    assert tag == needed
 
 
 @pytest.mark.parametrize("path", validate.MANIFESTS, ids=lambda p: p.name)
@@ -141,33 +161,88 @@ def test_pods_run_as_the_images_non_root_user():
 def test_dockerfile_base_image_matches_the_pins():
     text = (DEPLOY / "Dockerfile").read_text()
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
-    [base] = re.findall(r"^FROM (\S+)", text, re.M)
+    [base, *stages] = re.findall(r"^FROM (\S+)", text, re.M)
     image = re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], base)
     assert image == f"rayproject/ray:{RAY_PIN}-py{sys.version_info[0]}{sys.version_info[1]}-cpu"
+    assert stages and set(stages) == {"base"}  # every stage, the final one too, on that image
     assert re.findall(r"^USER (\S+)$", text, re.M)[-1] == "1000:100"  # non-root, numeric
 
 
-def test_dockerignore_keeps_what_the_image_needs():
+def dockerfile_stages() -> dict[str, str]:
+    """Stage name ("" for the final, unnamed one) -> its instructions (continuations joined)."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    return {(re.match(r"\S+(?: AS (\S+))?", st)[1] or ""): st for st in stages}
+
+
+def test_dockerfile_installs_the_wheel_not_the_source_tree():
+    stages = dockerfile_stages()
+    wheel, final = stages["wheel"], stages[""]
+    assert re.search(r"pip wheel --no-deps --no-build-isolation .*\.$", wheel, re.M)
+    assert "setuptools==" in wheel  # the build backend at the lock's pin, not "latest"
+    assert re.search(
+        r"--mount=type=bind,from=wheel\S* +pip install --no-deps \S+/mmsent-\*\.whl", final
+    )
+    assert not re.search(r"pip install .*(-e|--editable)\b", final)
+    copied = [
+        src
+        for c in re.findall(r"^COPY (?!--from)(.*)$", final, re.M)
+        for src in c.split()[:-1]
+        if not src.startswith("--")
+    ]
+    # no source tree in the image: a folder `mmsent/` in WORKDIR would shadow the wheel
+    assert not any(src.rstrip("/") in (".", "mmsent") for src in copied), copied
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern that matches the path or a parent folder decides."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for p in patterns:
+        glob = p.removeprefix("!").strip("/")
+        rx = re.escape(glob).replace(r"\*\*/", "(?:.*/)?").replace(r"\*", "[^/]*")
+        if any(re.fullmatch(rx, x) for x in prefixes):
+            excluded = not p.startswith("!")
+    return excluded
+
+
+def test_dockerignore_lets_in_exactly_what_the_copies_need():
     from mmsent.models.checkpoint import DEFAULT_MODEL_DIR, read_meta
 
-    read_meta()  # the default model that the image bakes in is in the repo
+    read_meta()  # the default model that the wheel (and so the image) carries is in the repo
     patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines()]
-    patterns = [p for p in patterns if p and not p.startswith(("#", "!"))]
-    needed = [
-        "pyproject.toml",
-        "requirements.lock",
-        "README.md",
-        "mmsent/config.py",
-        "ray_jobs/score.py",
-        "deploy/sizing.py",
+    patterns = [p for p in patterns if p and not p.startswith("#")]
+    sources = [
+        src
+        for st in dockerfile_stages().values()
+        for c in re.findall(r"^COPY (?!--from)(.*)$", st, re.M)
+        for src in c.split()[:-1]
+        if not src.startswith("--")
     ]
-    needed += [str(f.relative_to(REPO)) for f in DEFAULT_MODEL_DIR.iterdir()]
-    needed += [str(f.relative_to(REPO)) for f in (REPO / "mmsent" / "presets").rglob("*.yaml")]
+    assert {"pyproject.toml", "mmsent/", "ray_jobs/", "deploy/sizing.py"} <= set(sources)
+    needed = [str(f.relative_to(REPO)) for s in sources for f in [REPO / s] if f.is_file()]
+    needed += [
+        str(f.relative_to(REPO))
+        for s in sources
+        if (REPO / s).is_dir()
+        for f in (REPO / s).rglob("*")
+        if f.is_file() and "__pycache__" not in f.parts
+    ]
+    assert str(DEFAULT_MODEL_DIR.relative_to(REPO) / "model.safetensors") in needed
+    assert "mmsent/presets/score/local.yaml" in needed
     for path in needed:
-        parts = Path(path).parts
-        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        hits = [p for p in patterns for x in prefixes if fnmatch.fnmatch(x, p.removeprefix("**/"))]
-        assert not hits, f".dockerignore {hits} would leave {path} out of the image"
+        assert not dockerignored(path, patterns), f".dockerignore would leave {path} out"
+    for path in [
+        ".git/HEAD",
+        ".venv/bin/python",
+        "tests/test_deploy.py",
+        "deploy/crds/LICENSE",
+        "out/x",
+        "mmsent/__pycache__/config.cpython-311.pyc",
+        "mmsent.egg-info/PKG-INFO",
+    ]:
+        assert dockerignored(path, patterns), f".dockerignore lets {path} into the context"
 
 
 def test_rayjob_lifecycle_and_worker_groups():
@@ -223,8 +298,14 @@ def test_rayjob_entrypoint_help_runs():
     script, args = entrypoint()
     assert script == REPO / "ray_jobs" / "score.py"
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(script), "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "--config" in done.stdout and args.input.startswith("s3://")
 
@@ -278,8 +359,12 @@ def test_serve_config_builds_the_packaged_app_with_valid_args():
         assert app["import_path"].startswith("mmsent."), app["import_path"]
     assert render.serve_config_errors(cfg) == []
     assert cfg["http_options"]["host"] == "0.0.0.0"  # reachable from the pod network
-    ports = {p["name"]: p["containerPort"] for _, pod in groups(CLUSTERS["service"])
-             for c in pod["containers"] for p in c.get("ports", [])}  # fmt: skip
+    ports = {
+        p["name"]: p["containerPort"]
+        for _, pod in groups(CLUSTERS["service"])
+        for c in pod["containers"]
+        for p in c.get("ports", [])
+    }
     assert cfg["http_options"].get("port", 8000) == ports["serve"]
     deployments = [d for app in cfg["applications"] for d in app.get("deployments", [])]
     gpu = [d for d in deployments if d.get("ray_actor_options", {}).get("num_gpus", 0) > 0]
@@ -302,7 +387,8 @@ def test_serve_config_check_catches_what_serve_would_refuse():
     assert any("args rejected" in e for e in broken(lambda a: a["args"].update(max_posts="many")))
     assert any("args rejected" in e for e in broken(lambda a: a["args"].update(max_post=32)))
     with pytest.raises(render.RenderError, match="NoSuch"):
-        render.merge(good, {"applications": [{"name": app["name"], "deployments": [{"name": "NoSuch"}]}]})  # fmt: skip
+        overlay = {"applications": [{"name": app["name"], "deployments": [{"name": "NoSuch"}]}]}
+        render.merge(good, overlay)
 
 
 def test_serve_config_passes_the_apps_own_config_check(tmp_path):
