@@ -95,16 +95,22 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(ScoreCfg, "local", args.set, "score")
     tmp = Path(tempfile.mkdtemp(prefix="mmsent-bench-hostile-"))
     every = round(1 / args.share)
-    print(f"cores: {os.cpu_count()}; config: mmsent/presets/score/local.yaml {' '.join(args.set)}; "
-          f"fetch deadline {cfg.fetch.deadline_s} s; {args.posts} posts, 1 in {every} hostile")  # fmt: skip
+    print(
+        f"cores: {os.cpu_count()}; config: mmsent/presets/score/local.yaml {' '.join(args.set)}; "
+        f"fetch deadline {cfg.fetch.deadline_s} s; {args.posts} posts, 1 in {every} hostile"
+    )
     with HostileServer() as server:
         clean = clean_lines(tmp, args.posts)
         cases = [line for line, _ in jsonl_cases(tmp, server)]
-        hostile = [cases[i // every % len(cases)] if i % every == every - 1 else line
-                   for i, line in enumerate(clean)]  # fmt: skip
+        hostile = [
+            cases[i // every % len(cases)] if i % every == every - 1 else line
+            for i, line in enumerate(clean)
+        ]
         # side by side: relative image paths resolve in the same folder
-        paths = {"clean": write(tmp / "clean.jsonl", clean),
-                 "hostile": write(tmp / "hostile.jsonl", hostile)}  # fmt: skip
+        paths = {
+            "clean": write(tmp / "clean.jsonl", clean),
+            "hostile": write(tmp / "hostile.jsonl", hostile),
+        }
         got: dict[str, list[tuple[float, float]]] = {"clean": [], "hostile": []}
         print(f"{'run':>3s} {'dump':8s} {'steady posts/s':>15s} {'whole-job posts/s':>18s} rows")
         for r in range(args.repeats):
@@ -112,11 +118,14 @@ def main(argv: list[str] | None = None) -> None:
                 steady, whole, rows = rates(paths[kind], cfg)
                 got[kind].append((steady, whole))
                 print(f"{r:3d} {kind:8s} {steady:15.1f} {whole:18.1f} {rows}", flush=True)
-    ratios = [[h[j] / c[j] for c, h in zip(got["clean"], got["hostile"], strict=True)]
-              for j in (0, 1)]  # fmt: skip
-    print(f"hostile / clean, median of {args.repeats}: steady {statistics.median(ratios[0]):.2f} "
-          f"(runs {', '.join(f'{x:.2f}' for x in ratios[0])}), whole job "
-          f"{statistics.median(ratios[1]):.2f} (target >= 0.8)")  # fmt: skip
+    ratios = [
+        [h[j] / c[j] for c, h in zip(got["clean"], got["hostile"], strict=True)] for j in (0, 1)
+    ]
+    print(
+        f"hostile / clean, median of {args.repeats}: steady {statistics.median(ratios[0]):.2f} "
+        f"(runs {', '.join(f'{x:.2f}' for x in ratios[0])}), whole job "
+        f"{statistics.median(ratios[1]):.2f} (target >= 0.8)"
+    )
 
 
 if __name__ == "__main__":

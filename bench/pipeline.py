@@ -104,8 +104,9 @@ def peak_memory(path: str, out: str, overrides: list[str]) -> float:
     """Peak summed PSS (shared pages split fairly) of a `mmsent score` process and of every
     process under it (its local Ray: GCS, raylet, workers, the model actor), in MiB."""
     cmd = [sys.executable, "-m", "mmsent.cli", "score", path, out, "--overwrite"]
-    proc = subprocess.Popen(cmd + ["--set", *overrides], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd + ["--set", *overrides], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         total = 0
@@ -149,8 +150,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     small = peak_memory(write_dump(tmp / "mem-1", n, True), str(tmp / "out-1"), overrides)
     large = peak_memory(write_dump(tmp / "mem-10", 10 * n, True), str(tmp / "out-10"), overrides)
-    print(f"peak memory (PSS, all processes): {n} posts {small:.0f} MiB, {10 * n} posts "
-          f"{large:.0f} MiB, ratio {large / small:.2f}")  # fmt: skip
+    print(
+        f"peak memory (PSS, all processes): {n} posts {small:.0f} MiB, {10 * n} posts "
+        f"{large:.0f} MiB, ratio {large / small:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -145,8 +145,14 @@ class ServeCfg:
     def __post_init__(self):
         if "file" in self.fetch.schemes:
             raise ValueError("fetch.schemes: 'file' would let clients read the server's files")
-        sizes = ("max_posts", "max_body_bytes", "max_image_bytes", "max_request_image_bytes",
-                 "max_image_pixels", "decode_slots")  # fmt: skip
+        sizes = (
+            "max_posts",
+            "max_body_bytes",
+            "max_image_bytes",
+            "max_request_image_bytes",
+            "max_image_pixels",
+            "decode_slots",
+        )
         if min(getattr(self, k) for k in sizes) < 1 or self.health_cache_s < 0:
             raise ValueError(f"{', '.join(sizes)} must be positive, health_cache_s >= 0")
         if self.max_request_image_bytes < self.max_image_bytes:

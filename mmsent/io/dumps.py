@@ -85,8 +85,14 @@ from .. import codes
 from ..boundary import describe
 from ..config import ConfigError, ReadCfg
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
-           ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
 COMPRESSED = tuple(COMPRESSION)
 CHUNK = 1 << 16  # bytes read at a time from a file that is not compressed
@@ -562,8 +568,12 @@ def _parquet(uri: str, columns: list[str] | None, cfg: ReadCfg) -> Iterator[Item
             yield Item(n, None, codes.INPUT_READ_ERROR, describe(e))
 
 
-_SIZED = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
-          pa.types.is_large_binary)  # fmt: skip
+_SIZED = (
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_binary,
+    pa.types.is_large_binary,
+)
 
 
 def _parquet_batch(batch: pa.RecordBatch, first: int, cfg: ReadCfg) -> Iterator[Item]:
