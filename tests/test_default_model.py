@@ -53,6 +53,23 @@ def test_reproduces_held_out_figures(predictor):
         assert got[source]["model"]["macro_f1"] >= got[source]["vader"]["macro_f1"] + 0.05, source
 
 
+def test_card_says_the_default_preset_built_it():
+    """The shipped checkpoint is the export of `mmsent train --config default`: its card holds
+    that preset's schedule, split and text, a history of every epoch, and the VADER step's table."""
+    from mmsent.config import to_dict
+    from mmsent.train.data import VADER_SOURCES
+    from mmsent.train.run import resolve
+
+    cfg, card = resolve("default", [])[0], read_meta()["card"]
+    assert card["train_cfg"] == to_dict(cfg.train)
+    split = {"fractions": cfg.data.split, "seed": cfg.data.split_seed}
+    assert card["split"] == {**split, "stratified_by": "source and label"}
+    assert {k: card[k] for k in cfg.card} == cfg.card
+    assert [h["epoch"] for h in card["history"]] == list(range(1, cfg.train.epochs + 1))
+    assert list(card["held_out"]) == list(VADER_SOURCES)
+    assert read_meta()["model"] == to_dict(cfg.model)  # mmsent/presets/models/default.yaml
+
+
 def test_readme_quotes_the_model_card():
     from pathlib import Path
 
@@ -64,14 +81,16 @@ def test_readme_quotes_the_model_card():
 
 def test_cli_predict_prints_json():
     photo = str(photo_files()[0])
-    out = subprocess.run([sys.executable, "-m", "mmsent.cli", "predict", "--text", "What a lovely day", "--image", photo],
-                         capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    predict = [sys.executable, "-m", "mmsent.cli", "predict"]
+    opts = {"capture_output": True, "text": True, "timeout": 300}
+    out = subprocess.run(
+        [*predict, "--text", "What a lovely day", "--image", photo], check=True, **opts
+    )
     result = json.loads(out.stdout)
     assert result["label"] == "positive"
     assert result["modalities_used"] == ["text", "image"]
     assert set(result["fusion_weights"]) == {"text", "image"}
     assert np.isclose(sum(result["scores"].values()), 1.0, atol=1e-4)
-    bad = subprocess.run([sys.executable, "-m", "mmsent.cli", "predict", "--text", "ok", "--image", "/no/such.jpg"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    bad = subprocess.run([*predict, "--text", "ok", "--image", "/no/such.jpg"], **opts)
     assert bad.returncode == 0 and json.loads(bad.stdout)["status"]["image"] == "image_not_found"
     assert DEFAULT_MODEL_DIR.exists()

@@ -19,10 +19,23 @@ from mmsent.models.checkpoint import DEFAULT_MODEL_DIR, load
 from mmsent.testing import tiny_text_encoder
 from mmsent.train import evaluate, trainer
 
-ARTEFACTS = ["config.yaml", "metrics.json", "per_class.md", "ablation.md", "confusion.png", "curves.png",
-             "samples.png", "history.json", "best/config.json", "best/model.safetensors",
-             "checkpoints/epoch_001/train_state.pt", "checkpoints/epoch_002/model.safetensors",
-             "data/train.jsonl", "data/val.jsonl", "data/test.jsonl"]  # fmt: skip
+ARTEFACTS = [
+    "config.yaml",
+    "metrics.json",
+    "per_class.md",
+    "ablation.md",
+    "confusion.png",
+    "curves.png",
+    "samples.png",
+    "history.json",
+    "best/config.json",
+    "best/model.safetensors",
+    "checkpoints/epoch_001/train_state.pt",
+    "checkpoints/epoch_002/model.safetensors",
+    "data/train.jsonl",
+    "data/val.jsonl",
+    "data/test.jsonl",
+]
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +178,21 @@ def test_head_first_then_unfreeze_and_early_stop(config, tmp_path):
         if k.startswith("towers.text.")
     }
     assert text and all(torch.equal(v, base[k]) for k, v in text.items())
-    assert trainer.main(["--config", str(config), "name=stop", "train.epochs=5", "train.patience=1",
-                         "train.lr=0", "train.head_lr=0", *overrides]) == 0  # fmt: skip
+    assert (
+        trainer.main(
+            [
+                "--config",
+                str(config),
+                "name=stop",
+                "train.epochs=5",
+                "train.patience=1",
+                "train.lr=0",
+                "train.head_lr=0",
+                *overrides,
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "stop/metrics.json").read_text())
     assert [h["phase"] for h in m["history"]] == ["head", "all"]
     assert m["stopped_early"] and m["best_epoch"] == 1

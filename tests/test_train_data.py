@@ -23,8 +23,14 @@ ROWS = [  # a dump with its own column names and integer labels
     {"post_id": 10, "body": "no label", "pic": None, "stars": None},
     {"post_id": 11, "body": "odd label", "pic": None, "stars": 3},
 ]
-CFG = DataCfg(text_column="body", image_column="pic", label_column="stars", id_column="post_id",
-              labels=["negative", "neutral", "positive"], label_map={"0": "negative", "2": "neutral", "4": "positive"})  # fmt: skip
+CFG = DataCfg(
+    text_column="body",
+    image_column="pic",
+    label_column="stars",
+    id_column="post_id",
+    labels=["negative", "neutral", "positive"],
+    label_map={"0": "negative", "2": "neutral", "4": "positive"},
+)
 MODEL = ModelCfg(text=None, image=ImageTowerCfg(pretrained=None, image_size=32))
 
 
@@ -119,12 +125,13 @@ def test_make_demo_data_to_s3(s3_server):
 def test_train_presets_parse():
     from pathlib import Path
 
-    from mmsent.config import CONFIG_DIR, TrainRunCfg, from_dict, read_file
+    from mmsent.config import CONFIG_DIR
+    from mmsent.train.run import resolve
 
     presets = sorted(Path(CONFIG_DIR, "train").glob("*.yaml"))
-    assert {p.stem for p in presets} >= {"demo", "demo-cross-attention", "gpu"}
+    assert {p.stem for p in presets} >= {"default", "demo", "demo-cross-attention", "gpu"}
     for p in presets:
-        raw = read_file(p)
-        raw.pop("init_from", None)  # merged with a checkpoint's model config at run time
-        cfg = from_dict(TrainRunCfg, raw)
+        # model presets and init_from merged, as `mmsent train` does
+        cfg, stem = resolve(p.stem, [])
+        assert stem == p.stem and cfg.model.text and cfg.model.image
         assert cfg.train.epochs > cfg.train.freeze_epochs >= 0

@@ -52,7 +52,7 @@ def read_meta(path: str | Path | None = None) -> dict[str, Any]:
     cfg_file = path / "config.json"
     if not cfg_file.exists():
         hint = (
-            " (rebuild it with `python -m mmsent.train.default_model`)"
+            " (rebuild it with `mmsent train --config default`)"
             if path == DEFAULT_MODEL_DIR
             else ""
         )

@@ -1,4 +1,4 @@
-"""Labelled posts for training: readers, label maps and seeded stratified splits."""
+"""Labelled posts for training: the bundled VADER texts, label maps and seeded stratified splits."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ VADER_SOURCES = {
     "nyt_editorials": "nytEditorialSnippets_GroundTruth.txt",
 }
 VADER_DIR = Path(__file__).resolve().parents[1] / "data" / "vader-ground-truth"
+VADER_LABELS = ("negative", "neutral", "positive")  # the classes of rating_to_label
 
 
 @dataclass
@@ -46,8 +47,15 @@ class Posts:
     def take(self, idx) -> Posts:
         idx = np.asarray(idx, dtype=np.int64)
         pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
-        return Posts(pick(self.texts), self.labels[idx], pick(self.images), pick(self.sources),
-                     pick(self.image_refs), pick(self.image_status), pick(self.ids))  # fmt: skip
+        return Posts(
+            pick(self.texts),
+            self.labels[idx],
+            pick(self.images),
+            pick(self.sources),
+            pick(self.image_refs),
+            pick(self.image_status),
+            pick(self.ids),
+        )
 
 
 def rating_to_label(rating: float, threshold: float = 0.5) -> int:
@@ -55,18 +63,33 @@ def rating_to_label(rating: float, threshold: float = 0.5) -> int:
     return 0 if rating < -threshold else 2 if rating > threshold else 1
 
 
-def read_vader(directory: Path = VADER_DIR) -> Posts:
-    texts, labels, sources = [], [], []
+def vader_rows(directory: Path = VADER_DIR, limit: int = 0) -> list[dict]:
+    """The VADER texts as labelled records (id, text, label, source); `limit`: per source file."""
+    rows = []
     for source, name in VADER_SOURCES.items():
         with open(directory / name, encoding="utf-8", errors="replace", newline="") as f:
+            got = 0
             for line in f:
                 parts = line.rstrip("\r\n").split("\t")
                 if len(parts) < 3 or not parts[2].strip():
                     continue
-                texts.append(parts[2])
-                labels.append(rating_to_label(float(parts[1])))
-                sources.append(source)
-    return Posts(texts, np.array(labels, dtype=np.int64), sources=sources)
+                label = VADER_LABELS[rating_to_label(float(parts[1]))]
+                row = {"id": f"{source}/{parts[0]}", "text": parts[2], "label": label}
+                rows.append({**row, "source": source})
+                got += 1
+                if limit and got >= limit:
+                    break
+    return rows
+
+
+def read_vader(directory: Path = VADER_DIR) -> Posts:
+    rows = vader_rows(directory)
+    labels = np.array([VADER_LABELS.index(r["label"]) for r in rows], dtype=np.int64)
+    return Posts([r["text"] for r in rows], labels, sources=[r["source"] for r in rows])
+
+
+# data sets shipped in the package, by the name `data.train` gives them: name -> (folder, rows)
+BUNDLED = {"vader-ground-truth": (VADER_DIR, vader_rows)}
 
 
 def stratified_split(strata: list, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
@@ -108,8 +131,11 @@ def make_label_map(
     """
     if label_map:
         mapping = {str(k): str(v) for k, v in label_map.items()}
-        names = labels or (model_labels if set(mapping.values()) <= set(model_labels)
-                           else sorted(set(mapping.values())))  # fmt: skip
+        names = labels or (
+            model_labels
+            if set(mapping.values()) <= set(model_labels)
+            else sorted(set(mapping.values()))
+        )
         return list(names), {**{n: n for n in names}, **mapping}
     names = labels or (model_labels if keys <= set(model_labels) else None)
     if names is None:

@@ -24,8 +24,11 @@ from .report import write_report
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="mmsent evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="mmsent evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("model_dir", help='checkpoint folder, or "default" for the shipped model')
     ap.add_argument("data", help="labelled posts: a file or folder, local or s3://")
     ap.add_argument("--out", help="report folder (default: runs/eval-<model>-<time>)")
@@ -51,8 +54,8 @@ def _evaluate(args) -> int:
     model_dir = DEFAULT_MODEL_DIR if args.model_dir == "default" else Path(args.model_dir)
     meta, model = read_meta(model_dir), load(model_dir)
     labels = model.cfg.labels
-    columns = {**meta.get("data", {}), **{f"{c}_column": getattr(args, f"{c}_column") for c in
-               ("text", "image", "label", "group", "id") if getattr(args, f"{c}_column")}}  # fmt: skip
+    names = [f"{c}_column" for c in ("text", "image", "label", "group", "id")]
+    columns = {**meta.get("data", {}), **{n: getattr(args, n) for n in names if getattr(args, n)}}
     label_map = {**{n: n for n in labels}, **meta.get("label_map", {})}
     if args.label_map:
         label_map.update(dict(x.split("=", 1) for x in args.label_map))
@@ -64,8 +67,8 @@ def _evaluate(args) -> int:
         "checkpoint": str(model_dir),
         "data": {"path": args.data, **read.stats, "images": images},
     }
-    metrics = write_report(out, model, read.posts, meta.get("history") or meta.get("card", {}).get("history"),
-                           extra, args.batch_size)  # fmt: skip
+    history = meta.get("history") or meta.get("card", {}).get("history")
+    metrics = write_report(out, model, read.posts, history, extra, args.batch_size)
     summary = {k: metrics["test"][k] for k in ("n", "accuracy", "macro_f1")}
     print(json.dumps({"report": str(out), **summary, "ablation": metrics["ablation"]}, indent=2))
     return 0

@@ -28,7 +28,7 @@ from ..config import ConfigError, DataCfg, FetchCfg, ModelCfg, ReadCfg
 from ..io.dumps import list_inputs, parent, read_records, resolve_image
 from ..io.fetch import fetch_many
 from ..preprocess import decode_image
-from .data import Posts, label_key, make_label_map
+from .data import BUNDLED, Posts, label_key, make_label_map
 
 
 def filesystem(uri: str):
@@ -45,7 +45,12 @@ def read_table(
     uri: str, fmt: str = "auto", limit: int = 0, read: ReadCfg | None = None
 ) -> tuple[list[dict], list[str], Counter]:
     """Records of every data file at `uri` (at most `limit` per file; 0: all), the folder (URI)
-    of each record's file, and the unreadable rows by error code."""
+    of each record's file, and the unreadable rows by error code. A name in `data.BUNDLED` that
+    is no path here reads that data set of the package (e.g. vader-ground-truth)."""
+    if uri in BUNDLED and not os.path.exists(uri):
+        folder, rows_of = BUNDLED[uri]
+        rows = rows_of(limit=limit)
+        return rows, [str(folder)] * len(rows), Counter()
     try:
         files = list_inputs(uri, fmt)
     except FileNotFoundError:
@@ -72,8 +77,13 @@ class Read(NamedTuple):
     label_map: dict[str, str]  # raw label text -> class name
 
 
-def read_posts(uri: str, cfg: DataCfg, labels: list[str] | None = None,
-               label_map: dict[str, str] | None = None, model_labels: list[str] = ()) -> Read:  # fmt: skip
+def read_posts(
+    uri: str,
+    cfg: DataCfg,
+    labels: list[str] | None = None,
+    label_map: dict[str, str] | None = None,
+    model_labels: list[str] = (),
+) -> Read:
     """Posts of `uri`, labels as class indices; rows without a known label are counted, not kept.
 
     Without `label_map`, the label map is made from this data (`data.make_label_map`).
@@ -97,8 +107,10 @@ def read_posts(uri: str, cfg: DataCfg, labels: list[str] | None = None,
             keep.append(i)
             classes.append(index[label_map[key]])
     group, image = cfg.group_column, cfg.image_column
-    refs = [resolve_image(rows[i].get(image), bases[i], cfg.read) if image else (None, None, None)
-            for i in keep]  # fmt: skip
+    refs = [
+        resolve_image(rows[i].get(image), bases[i], cfg.read) if image else (None, None, None)
+        for i in keep
+    ]
     posts = Posts(
         texts=[rows[i].get(cfg.text_column) for i in keep],
         labels=np.array(classes, dtype=np.int64),
@@ -109,10 +121,14 @@ def read_posts(uri: str, cfg: DataCfg, labels: list[str] | None = None,
     for j, (_, status, _) in enumerate(refs):
         if status:  # refused when reading: fetch_images keeps it (the split files hold no ref)
             posts.image_status[j] = status
-    stats = {"rows": len(rows) + sum(unreadable.values()), "posts": len(keep),
-             "unreadable_rows": sum(unreadable.values()), "unreadable": dict(unreadable),
-             "skipped": dict(skipped),
-             "image_errors": dict(Counter(r[1] for r in refs if r[1]))}  # fmt: skip
+    stats = {
+        "rows": len(rows) + sum(unreadable.values()),
+        "posts": len(keep),
+        "unreadable_rows": sum(unreadable.values()),
+        "unreadable": dict(unreadable),
+        "skipped": dict(skipped),
+        "image_errors": dict(Counter(r[1] for r in refs if r[1])),
+    }
     return Read(posts, stats, list(labels), label_map)
 
 

@@ -1,175 +1,143 @@
-"""The training loop shared by every trainer: batches through the one preprocessing path,
-AdamW with warm-up and linear decay, class weights, gradient clipping, mixed precision on CUDA,
-a progress bar. `mmsent.train.worker` runs it per epoch, alone or in Ray Train workers.
+"""The training loop of `mmsent train`, the only one: the same function runs in one process or in
+every Ray Train worker (DDP); only the session differs.
+
+    train_loop(config, LocalSession(run_dir))    # one process (mmsent.train.trainer)
+    train_loop(config, RaySession())             # each TorchTrainer worker (mmsent.train.ray_train)
+
+Every epoch: the fusion head alone for the first train.freeze_epochs, then the towers' trainable
+parts too -> shuffled batches of this worker's shard of the split files -> validation on a shard,
+sums all-reduced so every worker sees the same metrics (and stops at the same epoch) -> rank 0
+writes `<run>/checkpoints/epoch_NNN/` (model + optimiser state) and `<run>/best/` when
+validation macro-F1 improves. Shuffling and dropout are seeded by (seed, epoch, rank), so a
+resumed run continues exactly where the saved epoch ended.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from tqdm.auto import tqdm
 
-from ..config import TrainCfg
-from ..models.model import MultimodalClassifier
-from ..preprocess import Preprocessor, to_tensors
-from .data import Posts
-from .metrics import report
-
-
-def batches(posts: Posts, pre: Preprocessor, size: int, rng: np.random.Generator | None = None,
-            length_buckets: bool = False) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:  # fmt: skip
-    """Preprocessed batches; shuffled when `rng` is given, with similar text lengths together."""
-    order = np.arange(len(posts))
-    if rng is not None:
-        order = rng.permutation(len(posts))
-        if length_buckets:  # sort within windows of 50 batches, then shuffle the batches
-            lens = np.array([len(t or "") for t in posts.texts])
-            win = size * 50
-            order = np.concatenate(
-                [
-                    c[np.argsort(lens[c], kind="stable")]
-                    for c in np.split(order, range(win, len(order), win))
-                ]
-            )
-    chunks = [order[i : i + size] for i in range(0, len(order), size)]
-    if rng is not None:
-        rng.shuffle(chunks)
-    for idx in chunks:
-        yield pre([posts.texts[i] for i in idx], [posts.images[i] for i in idx]), posts.labels[idx]
+from ..config import TrainCfg, TrainRunCfg, from_dict
+from ..models.model import build_model
+from ..preprocess import Preprocessor
+from .epoch import Amp, make_optimizer, train_epoch
+from .splits import worker_posts
+from .state import epoch_sums, init_weights, load_state, record_epoch, restore_best, save_epoch
 
 
-@torch.inference_mode()
-def predict_posts(model: MultimodalClassifier, pre: Preprocessor, posts: Posts, batch_size: int = 64,
-                  drop: Callable[[dict], dict] | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-    """Class probabilities (N, K) and fusion weights (N, M) or None, in input order."""
-    model.eval()
-    probs, weights = [], []
-    for batch, _ in batches(posts, pre, batch_size):
-        t = to_tensors(batch, model.device)
-        out = model(t, drop=drop(t) if drop else None)
-        probs.append(out.logits.float().softmax(-1).cpu().numpy())
-        if out.weights is not None:
-            weights.append(out.weights.float().cpu().numpy())
-    return np.concatenate(probs), (np.concatenate(weights) if weights else None)
+@contextmanager
+def torch_threads(n: int):
+    """`n` torch threads for a while (0: leave as is); a one-process run gives them back after."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
-def make_optimizer(
-    model: MultimodalClassifier, cfg: TrainCfg, total_steps: int, tower_start: int = 0
-):
-    """AdamW over the trainable parameters; linear warm-up then linear decay to 0 at `total_steps`.
-
-    Towers unfrozen later (`tower_start`: the first step they train) warm up from that step.
-    """
-    tower_params = [p for p in model.towers.parameters() if p.requires_grad]
-    head_params = [p for p in model.head.parameters() if p.requires_grad]
-    groups = [{"params": head_params, "lr": cfg.head_lr}]
-    if tower_params:
-        groups.append({"params": tower_params, "lr": cfg.lr})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-
-    def schedule(start: int) -> Callable[[int], float]:
-        warm = max(1, int(cfg.warmup_ratio * (total_steps - start)))
-
-        def factor(step: int) -> float:
-            if step < start + warm:
-                return max(0, step - start + 1) / warm
-            return max(0.0, (total_steps - step) / max(1, total_steps - start - warm))
-
-        return factor
-
-    lambdas = [schedule(0), schedule(tower_start)][: len(groups)]
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
+def train_loop(config: dict, session) -> None:
+    cfg: TrainRunCfg = from_dict(TrainRunCfg, config["cfg"])
+    with torch_threads(cfg.train.num_threads):
+        _train(config, cfg, session)
 
 
-def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
-    counts = np.bincount(labels, minlength=k).astype(float)
-    return torch.tensor(len(labels) / (k * np.maximum(counts, 1.0)), dtype=torch.float32)
+def _train(config: dict, cfg: TrainRunCfg, session) -> None:
+    tc, run_dir, rank = cfg.train, Path(config["run_dir"]), session.rank
+    torch.manual_seed(tc.seed)
+    device = session.device()
+    model = build_model(cfg.model)
+    if config.get("init_from") and not config.get("resume_dir"):
+        init_weights(model, config["init_from"], cfg.init_exclude, log=rank == 0)
+    model.to(device)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}  # after unfreezing
+    pre = Preprocessor(cfg.model)
+    train, val, weights = worker_posts(cfg, config, session)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    steps = math.ceil(len(train) / tc.batch_size)
+    opt, sched = make_optimizer(model, tc, tc.epochs * steps, tower_start=tc.freeze_epochs * steps)
+    amp = Amp(tc.amp, device)
+    state = {"epoch": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0}
+    with session.restored() as restored:
+        resume = restored or config.get("resume_dir")
+        if resume:
+            state = load_state(model, opt, sched, amp, Path(resume))
+            if rank == 0:
+                restore_best(run_dir, state)
+                print(f"resumed from {resume} after epoch {state['epoch']}", flush=True)
+    extra = {
+        "labels": config["labels"],
+        "label_map": config["label_map"],
+        "data": data_columns(cfg),
+    }
+    net, frozen = None, None
+    for epoch in range(state["epoch"] + 1, tc.epochs + 1):
+        if frozen != (epoch <= tc.freeze_epochs):  # DDP is rebuilt when trainable params change
+            frozen = epoch <= tc.freeze_epochs
+            for name, p in model.named_parameters():
+                p.requires_grad_(name in trainable and not (frozen and name.startswith("towers.")))
+            net = session.wrap(model)
+        t0 = time.time()
+        rng = np.random.default_rng([tc.seed, epoch, rank])
+        torch.manual_seed(tc.seed * 100_003 + epoch * 101 + rank)
+        desc = f"epoch {epoch}/{tc.epochs}"
+        stats = train_epoch(
+            model,
+            pre,
+            train,
+            tc,
+            opt,
+            sched,
+            rng,
+            loss_fn,
+            desc,
+            net=net,
+            amp=amp,
+            progress=rank == 0,
+        )
+        sums = epoch_sums(model, pre, val, stats, weights, tc.eval_batch_size)
+        info = {"phase": "head" if frozen else "all", "lr": sched.get_last_lr()[0]}
+        info["seconds"] = time.time() - t0
+        record = record_epoch(epoch, session.all_sum(sums, device), len(config["labels"]), **info)
+        improved, stop = _bookkeep(state, record, tc)
+        name, ckpt = f"epoch_{epoch:03d}", None
+        if rank == 0:
+            print(json.dumps(record), flush=True)
+            extra["epoch"] = epoch
+            ckpt = save_epoch(model, opt, sched, amp, state, session.checkpoint_dir(name), extra)
+            if improved:
+                save_epoch(model, None, None, None, state, run_dir / "best", extra)
+            (run_dir / "history.json").write_text(json.dumps(state, indent=2) + "\n")
+        session.report(record, ckpt, name)
+        if stop:
+            if rank == 0:
+                print(
+                    f"early stop: no better validation macro-F1 in {tc.patience} epochs", flush=True
+                )
+            break
 
 
-def modality_dropout(
-    batch: dict[str, torch.Tensor], p: float, gen: torch.Generator
-) -> dict[str, torch.Tensor] | None:
-    """Hide text or image of posts that have both, at rate p, so the model learns either alone."""
-    if p <= 0 or "has_image" not in batch or "has_text" not in batch:
-        return None
-    both = batch["has_text"].bool() & batch["has_image"].bool()
-    hit = both & (torch.rand(both.shape, generator=gen) < p).to(both.device)
-    which = (torch.rand(both.shape, generator=gen) < 0.5).to(both.device)
-    return {"text": hit & which, "image": hit & ~which}
+def _bookkeep(state: dict, record: dict, tc: TrainCfg) -> tuple[bool, bool]:
+    """Add the epoch to the state; (better than the best so far, stop now)."""
+    state["history"].append(record)
+    state["epoch"] = record["epoch"]
+    improved = record["val_macro_f1"] > state["best_f1"] + tc.min_delta
+    if improved:
+        state.update(best_f1=record["val_macro_f1"], best_epoch=record["epoch"], bad_epochs=0)
+    else:
+        state["bad_epochs"] += 1
+    stop = tc.patience > 0 and state["bad_epochs"] >= tc.patience
+    state["stopped_early"] = stop and record["epoch"] < tc.epochs
+    return improved, stop
 
 
-class Amp:
-    """Mixed precision where CUDA exists (bf16 autocast, else fp16 with loss scaling); off on CPU."""
-
-    def __init__(self, enabled: bool, device: torch.device):
-        self.on = enabled and device.type == "cuda"
-        bf16 = self.on and torch.cuda.is_bf16_supported()
-        self.dtype = torch.bfloat16 if bf16 else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.on and not bf16)
-
-    def autocast(self):
-        return torch.autocast("cuda", dtype=self.dtype) if self.on else contextlib.nullcontext()
-
-
-@dataclass
-class EpochStats:
-    loss_sum: float = 0.0  # summed over posts: all-reduced as is by multi-worker training
-    correct: int = 0
-    n: int = 0
-
-    @property
-    def loss(self) -> float:
-        return self.loss_sum / max(self.n, 1)
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / max(self.n, 1)
-
-
-def train_epoch(model: MultimodalClassifier, pre: Preprocessor, posts: Posts, cfg: TrainCfg, opt, sched,
-                rng: np.random.Generator, loss_fn: nn.Module, desc: str = "train", *, net: nn.Module | None = None,
-                amp: Amp | None = None, progress: bool = True) -> EpochStats:  # fmt: skip
-    """One pass over `posts`. `net`: what runs the batches (a DDP wrapper of `model`, or `model`)."""
-    net = net or model
-    net.train()
-    amp = amp or Amp(False, model.device)
-    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    stats = EpochStats()
-    steps = math.ceil(len(posts) / cfg.batch_size)
-    bar = tqdm(
-        batches(posts, pre, cfg.batch_size, rng, cfg.length_buckets),
-        total=steps,
-        desc=desc,
-        mininterval=5,
-        disable=not progress,
-    )
-    params = [p for p in model.parameters() if p.requires_grad]
-    for batch, labels in bar:
-        t = to_tensors(batch, model.device)
-        y = torch.from_numpy(labels).to(model.device)
-        with amp.autocast():
-            out = net(t, drop=modality_dropout(t, model.cfg.fusion.modality_dropout, gen))
-            loss = loss_fn(out.logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        amp.scaler.scale(loss).backward()
-        amp.scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        amp.scaler.step(opt)
-        amp.scaler.update()
-        sched.step()
-        stats.loss_sum += loss.item() * len(labels)
-        stats.correct += int((out.logits.argmax(1) == y).sum())
-        stats.n += len(labels)
-        bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.3f}", refresh=False)
-    return stats
-
-
-def evaluate(model, pre, posts: Posts, batch_size: int = 64) -> dict:
-    probs, _ = predict_posts(model, pre, posts, batch_size)
-    return report(posts.labels, probs.argmax(1), model.cfg.labels)
+def data_columns(cfg: TrainRunCfg) -> dict:
+    names = ("text", "image", "label", "group", "id")
+    return {f"{c}_column": getattr(cfg.data, f"{c}_column") for c in names}

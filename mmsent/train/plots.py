@@ -31,10 +31,22 @@ def confusion_png(m: np.ndarray, labels: list[str], path) -> None:
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, f"{m[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center",
-                    color="white" if rates[i, j] > 0.5 else "black", fontsize=9)  # fmt: skip
-    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted", ylabel="true",
-           title="confusion matrix (share of each true class)")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{m[i, j]}\n{rates[i, j]:.0%}",
+                ha="center",
+                va="center",
+                color="white" if rates[i, j] > 0.5 else "black",
+                fontsize=9,
+            )
+    ax.set(
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xlabel="predicted",
+        ylabel="true",
+        title="confusion matrix (share of each true class)",
+    )
     ax.set_xticklabels(labels, rotation=30, ha="right")
     ax.set_yticklabels(labels)
     fig.tight_layout()
@@ -98,17 +110,33 @@ def samples_png(model, pre, posts, scores: dict, path, n: int = 8) -> None:
         if fused.attention is not None:  # cross_attention: where the text looked in the image
             grid = _attention_grid(fused.attention, batch)
             if grid is not None:
-                ax.imshow(grid, cmap="inferno", alpha=0.45, extent=(0, batch["pixels"].shape[2], batch["pixels"].shape[1], 0),
-                          interpolation="bilinear")  # fmt: skip
+                ax.imshow(
+                    grid,
+                    cmap="inferno",
+                    alpha=0.45,
+                    extent=(0, batch["pixels"].shape[2], batch["pixels"].shape[1], 0),
+                    interpolation="bilinear",
+                )
         p = scores["fused"][i]
         true, pred = labels[posts.labels[i]], labels[int(p.argmax())]
         text = "".join(ch for ch in str(posts.texts[i] or "(no text)") if not _emoji(ch))
         text = textwrap.shorten(text, 150, placeholder=" ...")
-        ax.set_title(f"true {true} | pred {pred} ({p.max():.2f})\nimage weight "
-                     f"{scores['weights'][i, image_m]:.2f}", fontsize=9,
-                     color="green" if true == pred else "red")  # fmt: skip
-        ax.text(0, -0.02, "\n".join(textwrap.wrap(text, 42)), transform=ax.transAxes, fontsize=7.5,
-                va="top", ha="left", parse_math=False)  # fmt: skip
+        ax.set_title(
+            f"true {true} | pred {pred} ({p.max():.2f})\nimage weight "
+            f"{scores['weights'][i, image_m]:.2f}",
+            fontsize=9,
+            color="green" if true == pred else "red",
+        )
+        ax.text(
+            0,
+            -0.02,
+            "\n".join(textwrap.wrap(text, 42)),
+            transform=ax.transAxes,
+            fontsize=7.5,
+            va="top",
+            ha="left",
+            parse_math=False,
+        )
     title = (
         "sample posts: image, text, true and predicted label, the weight the head gave the image"
     )

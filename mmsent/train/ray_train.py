@@ -1,9 +1,9 @@
 """Ray Train for `mmsent train` (train.workers > 1): the launcher and the worker-side session.
 Every Ray Train call of mmsent is in this file (Ray 2.60, Train V2 API).
 
-    run_ray(cfg, loop_config, run_dir)   # TorchTrainer(worker.train_loop, ...).fit()
+    run_ray(cfg, loop_config, run_dir)   # TorchTrainer(ray_worker, ...).fit()
 
-Each worker runs `mmsent.train.worker.train_loop` with a `RaySession`: the model wrapped by
+Each worker runs the one loop, `mmsent.train.loop.train_loop`, with a `RaySession`: the model wrapped by
 `prepare_model` (DDP), sums all-reduced, objects gathered, each epoch reported with
 `ray.train.report(metrics, checkpoint, checkpoint_dir_name="epoch_NNN")` (rank 0 alone passes a
 checkpoint; every rank calls report, it is a barrier), `ray.train.get_checkpoint()` after a
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..config import TrainRunCfg
+from .loop import train_loop
 
 
 def run_ray(cfg: TrainRunCfg, config: dict, run_dir: Path) -> None:
@@ -31,8 +32,6 @@ def run_ray(cfg: TrainRunCfg, config: dict, run_dir: Path) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from .worker import train_loop
-
     tc, started = cfg.train, not ray.is_initialized()
     if started:
         ray.init(
@@ -41,18 +40,24 @@ def run_ray(cfg: TrainRunCfg, config: dict, run_dir: Path) -> None:
         )
     try:
         per_worker = {"CPU": tc.cpus_per_worker}  # use_gpu adds one GPU per worker
+        scaling = ScalingConfig(
+            num_workers=tc.workers, use_gpu=tc.use_gpu, resources_per_worker=per_worker
+        )
+        # checkpoints land in <run>/checkpoints/epoch_NNN, as in a one-process run
+        failures = FailureConfig(max_failures=tc.max_failures)
+        run = RunConfig(storage_path=str(run_dir), name="checkpoints", failure_config=failures)
         trainer = TorchTrainer(
-            train_loop,
-            train_loop_config={**config, "ray": True},
-            scaling_config=ScalingConfig(num_workers=tc.workers, use_gpu=tc.use_gpu, resources_per_worker=per_worker),
-            # checkpoints land in <run>/checkpoints/epoch_NNN, as in a one-process run
-            run_config=RunConfig(storage_path=str(run_dir), name="checkpoints",
-                                 failure_config=FailureConfig(max_failures=tc.max_failures)),
-        )  # fmt: skip
+            ray_worker, train_loop_config=config, scaling_config=scaling, run_config=run
+        )
         trainer.fit()
     finally:
         if started:
             ray.shutdown()
+
+
+def ray_worker(config: dict) -> None:
+    """What every TorchTrainer worker runs: the one loop, with the Ray Train session."""
+    train_loop(config, RaySession())
 
 
 class RaySession:

@@ -21,8 +21,8 @@ import torch
 from ..models.model import MultimodalClassifier
 from ..preprocess import Preprocessor, to_tensors
 from . import plots
+from .batches import batches
 from .data import Posts
-from .loop import batches
 from .metrics import report
 
 MODES = {"fused": (), "text_only": ("image",), "image_only": ("text",)}  # mode -> modalities hidden
@@ -82,14 +82,24 @@ def ablation(scores: dict, y: np.ndarray, groups: list[str], labels: list[str]) 
         for mode in MODES:
             ok = in_g & covered(scores, mode)
             r = report(y[ok], scores[mode][ok].argmax(1), labels)
-            row[mode] = {"scored": int(ok.sum()), "accuracy": round(r["accuracy"], 4),
-                         "macro_f1": round(r["macro_f1"], 4)}  # fmt: skip
+            row[mode] = {
+                "scored": int(ok.sum()),
+                "accuracy": round(r["accuracy"], 4),
+                "macro_f1": round(r["macro_f1"], 4),
+            }
         table[g] = row
     return table
 
 
-def write_report(out_dir, model: MultimodalClassifier, posts: Posts, history: list[dict] | None = None,
-                 extra: dict | None = None, batch_size: int = 64, samples: int = 8) -> dict:  # fmt: skip
+def write_report(
+    out_dir,
+    model: MultimodalClassifier,
+    posts: Posts,
+    history: list[dict] | None = None,
+    extra: dict | None = None,
+    batch_size: int = 64,
+    samples: int = 8,
+) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels, pre = model.cfg.labels, Preprocessor(model.cfg)
@@ -97,13 +107,19 @@ def write_report(out_dir, model: MultimodalClassifier, posts: Posts, history: li
     ok = covered(scores, "fused")
     test = report(posts.labels[ok], scores["fused"][ok].argmax(1), labels)
     metrics = {
-        "model": {"name": model.cfg.name, "version": model.cfg.version, "head": model.cfg.fusion.head,
-                  "labels": labels},
-        "posts": len(posts), "unscored": int((~ok).sum()), "with_image": int(scores["has_image"].sum()),
+        "model": {
+            "name": model.cfg.name,
+            "version": model.cfg.version,
+            "head": model.cfg.fusion.head,
+            "labels": labels,
+        },
+        "posts": len(posts),
+        "unscored": int((~ok).sum()),
+        "with_image": int(scores["has_image"].sum()),
         "test": test,
         "ablation": ablation(scores, posts.labels, posts.sources, labels),
         **(extra or {}),
-    }  # fmt: skip
+    }
     if history:
         metrics["history"] = history
         plots.curves_png(history, out / "curves.png")
@@ -128,10 +144,14 @@ def per_class_md(r: dict, labels: list[str]) -> str:
 
 
 def ablation_md(table: dict) -> str:
-    lines = ["| group | posts | with image | fused F1 (acc) | text-only F1 (acc) | image-only F1 (acc) [scored] |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "| group | posts | with image | fused F1 (acc) | text-only F1 (acc) | image-only F1 (acc) [scored] |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for g, row in table.items():
         f1, text, image = (f"{row[m]['macro_f1']:.3f} ({row[m]['accuracy']:.3f})" for m in MODES)
-        lines.append(f"| {g} | {row['posts']} | {row['with_image']} | {f1} | {text} | {image} "
-                     f"[{row['image_only']['scored']}] |")  # fmt: skip
+        lines.append(
+            f"| {g} | {row['posts']} | {row['with_image']} | {f1} | {text} | {image} "
+            f"[{row['image_only']['scored']}] |"
+        )
     return "\n".join(lines) + "\n\nmacro-F1 (accuracy) over the posts a mode can score.\n"

@@ -1,4 +1,4 @@
-"""Training state on disk and per-epoch sums: what `worker.train_loop` saves, restores and reduces.
+"""Training state on disk and per-epoch sums: what `loop.train_loop` saves, restores and reduces.
 
 An epoch checkpoint `<run>/checkpoints/epoch_NNN/` is an ordinary mmsent checkpoint
 (`config.json` + `model.safetensors`, loadable by `mmsent.models.checkpoint.load`) plus
@@ -7,7 +7,6 @@ An epoch checkpoint `<run>/checkpoints/epoch_NNN/` is an ordinary mmsent checkpo
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -17,19 +16,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ..config import ConfigError, DataCfg
+from ..config import ConfigError
 from ..models.checkpoint import DEFAULT_MODEL_DIR, save
 from ..models.model import MultimodalClassifier
-from .loop import EpochStats, predict_posts
+from .batches import predict_posts
+from .epoch import EpochStats
 from .metrics import confusion, report_from_confusion
 
 TRAIN_STATE = "train_state.pt"
-
-
-def split_cfg(data: DataCfg) -> DataCfg:
-    """How the split files in `<run>/data/` are read: the same columns, JSONL, labels as names."""
-    return dataclasses.replace(data, train=None, val=None, test=None, format="jsonl", limit=0,
-                               label_map=None)  # fmt: skip
 
 
 def init_weights(
@@ -40,16 +34,22 @@ def init_weights(
     count as trained, so checkpoints store them."""
     path = DEFAULT_MODEL_DIR if path == "default" else Path(path)
     state, own = load_file(str(Path(path) / "model.safetensors")), model.state_dict()
-    fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape
-           and not any(k.startswith(p) for p in exclude)}  # fmt: skip
+    fit = {
+        k: v
+        for k, v in state.items()
+        if k in own and own[k].shape == v.shape and not any(k.startswith(p) for p in exclude)
+    }
     model.load_state_dict(fit, strict=False)
     for m, tower in model.towers.items():
         tower.trained_keys |= {
             k[len(f"towers.{m}.") :] for k in fit if k.startswith(f"towers.{m}.")
         }
     if log:
-        print(f"init_from {path}: {len(fit)} tensors loaded, {len(state) - len(fit)} left out "
-              f"(excluded, or names or shapes differ)", flush=True)  # fmt: skip
+        print(
+            f"init_from {path}: {len(fit)} tensors loaded, {len(state) - len(fit)} left out "
+            f"(excluded, or names or shapes differ)",
+            flush=True,
+        )
 
 
 def save_epoch(model, opt, sched, amp, state: dict, path: Path, extra: dict) -> Path:
@@ -59,8 +59,15 @@ def save_epoch(model, opt, sched, amp, state: dict, path: Path, extra: dict) -> 
     history = state["history"]
     save(model, tmp, extra={**extra, "val": history[-1] if history else None, "history": history})
     if opt is not None:
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "scaler": amp.scaler.state_dict(), "state": state}, tmp / TRAIN_STATE)  # fmt: skip
+        torch.save(
+            {
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": amp.scaler.state_dict(),
+                "state": state,
+            },
+            tmp / TRAIN_STATE,
+        )
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
     return path
@@ -123,8 +130,12 @@ def record_epoch(epoch: int, sums: list[float], k: int, **info) -> dict:
     r = report_from_confusion(
         np.round(np.array(sums[5:]).reshape(k, k)).astype(np.int64), [str(i) for i in range(k)]
     )
-    return {"epoch": epoch, "train_loss": round(sums[0] / max(sums[2], 1), 5),
-            "train_accuracy": round(sums[1] / max(sums[2], 1), 5),
-            "val_loss": round(sums[3] / max(sums[4], 1e-12), 5), "val_accuracy": round(r["accuracy"], 5),
-            "val_macro_f1": round(r["macro_f1"], 5),
-            **{k: round(v, 6) if isinstance(v, float) else v for k, v in info.items()}}  # fmt: skip
+    return {
+        "epoch": epoch,
+        "train_loss": round(sums[0] / max(sums[2], 1), 5),
+        "train_accuracy": round(sums[1] / max(sums[2], 1), 5),
+        "val_loss": round(sums[3] / max(sums[4], 1e-12), 5),
+        "val_accuracy": round(r["accuracy"], 5),
+        "val_macro_f1": round(r["macro_f1"], 5),
+        **{k: round(v, 6) if isinstance(v, float) else v for k, v in info.items()},
+    }
