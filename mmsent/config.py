@@ -291,9 +291,6 @@ class ScoreCfg:
     fetch_actors: int = 1
     fetch_batch_size: int = 16  # rows per fetch call: small, so a slow host holds few others' bytes
     fetch_blocks_in_flight: int = 32  # calls each fetch actor works on at once (threads)
-    # rows fetched and not yet decoded, at most (mmsent.pipeline.gate): bounds the image bytes
-    # the fetch stage parks ahead of decoding; keep it >= 2 x preprocess_batch_size
-    fetch_rows_ahead: int = 1024
     preprocess_batch_size: int = 32  # rows per CPU task (decode + tokenize)
     preprocess_num_cpus: float = 1.0
     preprocess_max_tasks: int | None = None  # concurrent CPU tasks (None: as many as CPUs allow)
@@ -319,8 +316,6 @@ class ScoreCfg:
             raise ValueError("batch sizes and max_rows_per_file must be >= 1")
         if not 1 <= self.model_min_actors <= self.model_max_actors:
             raise ValueError("need 1 <= model_min_actors <= model_max_actors")
-        if self.fetch_rows_ahead < 2 * self.preprocess_batch_size:  # a decode task's batch, twice
-            raise ValueError("fetch_rows_ahead must be >= 2 x preprocess_batch_size")
 
 
 class ConfigError(ValueError):

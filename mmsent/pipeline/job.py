@@ -27,7 +27,6 @@ from ..config import ModelCfg, ScoreCfg, from_dict, to_dict
 from ..models.checkpoint import read_meta
 from . import lease, ray_compat, resume
 from .files import filesystem, to_uri
-from .gate import open_gate
 from .output import output_fields
 from .plan import Plan, make_plan
 from .stages import FetchStage, ModelStage, preprocess, read_unit
@@ -58,14 +57,13 @@ def read_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg):
 def preprocessed_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg, model_cfg: ModelCfg):
     """Read, fetch, preprocess: the model's input columns, with each row's key, id and
     pass-through columns. Every stage works on pyarrow batches and reads its columns by name."""
-    ds, gate = read_dataset(plan, units, cfg), None
+    ds = read_dataset(plan, units, cfg)
     if model_cfg.image is not None and cfg.fetch_actors:  # a slow host holds no decode CPU
-        gate = open_gate(cfg.fetch_rows_ahead)
         ds = ds.map_batches(
             FetchStage,
             batch_size=cfg.fetch_batch_size,
             batch_format="pyarrow",
-            fn_constructor_args=(cfg.fetch, cfg.fetch_blocks_in_flight, gate),
+            fn_constructor_args=(cfg.fetch, cfg.fetch_blocks_in_flight),
             **ray_compat.io_actor_stage(
                 cfg.fetch_actors, cfg.fetch_blocks_in_flight, cfg.task_retries
             ),
@@ -74,7 +72,7 @@ def preprocessed_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg, model_cfg
         preprocess,
         batch_size=cfg.preprocess_batch_size,
         batch_format="pyarrow",
-        fn_kwargs={"model_cfg": model_cfg, "fetch_cfg": cfg.fetch, "gate": gate},
+        fn_kwargs={"model_cfg": model_cfg, "fetch_cfg": cfg.fetch},
         # >= 1 MiB reserved: keeps this stage out of the model actors
         **ray_compat.cpu_stage(
             cfg.preprocess_num_cpus,

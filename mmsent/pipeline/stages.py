@@ -60,18 +60,12 @@ class FetchStage:
     task's CPU, and the other rows of its block stream on. One thread pool serves every call: made
     per call (or per row), threads come and go and each new one grows the heap (malloc arenas)."""
 
-    def __init__(
-        self, fetch_cfg: FetchCfg, blocks_in_flight: int, gate=None, patience_s: float = 1.0
-    ):
-        self.fetch_cfg, self.gate, self.patience_s = fetch_cfg, gate, patience_s
+    def __init__(self, fetch_cfg: FetchCfg, blocks_in_flight: int, patience_s: float = 1.0):
+        self.fetch_cfg, self.patience_s = fetch_cfg, patience_s
         workers = max(1, fetch_cfg.concurrency * blocks_in_flight)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="fetch")
 
     def __call__(self, batch: pa.Table):
-        if self.gate is not None:  # room downstream first (mmsent.pipeline.gate)
-            import ray
-
-            ray.get(self.gate.acquire.remote(batch.num_rows))
         refs, known = batch.column("input_image").to_pylist(), _known_images(batch)
         futures = [
             None if k is not None else self.pool.submit(_fetch_one, ref, self.fetch_cfg)
@@ -112,7 +106,7 @@ def _with_images(batch: pa.Table, got: list[tuple]) -> pa.Table:
     return batch
 
 
-def preprocess(batch: pa.Table, *, model_cfg: ModelCfg, fetch_cfg: FetchCfg, gate=None) -> pa.Table:
+def preprocess(batch: pa.Table, *, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> pa.Table:
     """Images not fetched yet (no fetch stage: tests, the bench's loop) are fetched here
     (fetch_many: bounded concurrency, retries, byte cap), then THE preprocessing. Inside the error
     boundary: a row that makes this raise is that row's internal_error; every row keeps its id,
@@ -133,8 +127,6 @@ def preprocess(batch: pa.Table, *, model_cfg: ModelCfg, fetch_cfg: FetchCfg, gat
     table = batch.select(carried)
     for name, values in out.items():
         table = table.append_column(name, _arrow_column(name, values))
-    if gate is not None:  # these rows' image bytes are gone: the fetch stage may go on
-        gate.release.remote(batch.num_rows)
     return table
 
 
