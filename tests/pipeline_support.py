@@ -103,6 +103,16 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+def write_held_dump(folder: Path, srv: ImageServer) -> None:
+    """a.jsonl: 16 text posts; b.jsonl: 4 posts whose images the server holds until released, so a
+    job on the folder cannot end before the test lets it."""
+    write_jsonl(folder / "a.jsonl", [{"id": f"a{i}", "text": s} for i, s in enumerate(texts(16))])
+    rows = [
+        {"id": f"b{i}", "text": "x", "image_url": srv.url(f"gate/coffee?{i}")} for i in range(4)
+    ]
+    write_jsonl(folder / "b.jsonl", rows)
+
+
 def texts(n: int, start: int = 0) -> list[str]:
     from mmsent.train.data import read_vader
 

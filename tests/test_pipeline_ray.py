@@ -15,7 +15,7 @@ import psutil
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from pipeline_support import ImageServer, texts, write_jsonl
+from pipeline_support import ImageServer, texts, write_held_dump, write_jsonl
 
 from mmsent import codes
 from mmsent.config import FetchCfg, ScoreCfg
@@ -156,16 +156,7 @@ class Watch(threading.Thread):
 
 def test_actor_killed_mid_job_every_row_once(ray_local, photos, tmp_path):
     with ImageServer({"coffee": photos["coffee"]}, hold_s=120) as srv:
-        write_jsonl(
-            tmp_path / "in/a.jsonl", [{"id": f"a{i}", "text": s} for i, s in enumerate(texts(16))]
-        )
-        write_jsonl(
-            tmp_path / "in/b.jsonl",
-            [
-                {"id": f"b{i}", "text": "x", "image_url": srv.url(f"gate/coffee?{i}")}
-                for i in range(4)
-            ],
-        )
+        write_held_dump(tmp_path / "in", srv)
         out = tmp_path / "out"
         result = {}
         # a fetch deadline longer than the gate: the gated rows wait for it, the job cannot end

@@ -15,7 +15,7 @@ import time
 import psutil
 import pyarrow.parquet as pq
 import yaml
-from pipeline_support import ImageServer, kill, texts, write_jsonl
+from pipeline_support import ImageServer, kill, write_held_dump
 
 from mmsent.config import ScoreCfg, load_config
 from mmsent.pipeline.job import run
@@ -57,16 +57,7 @@ def test_killed_job_rerun_finishes_the_rest_without_duplicates(ray_local, tmp_pa
     )
     out = tmp_path / "out"
     with ImageServer({"coffee": photo}, hold_s=170) as srv:
-        write_jsonl(
-            tmp_path / "in/a.jsonl", [{"id": f"a{i}", "text": s} for i, s in enumerate(texts(16))]
-        )
-        write_jsonl(
-            tmp_path / "in/b.jsonl",
-            [
-                {"id": f"b{i}", "text": "x", "image_url": srv.url(f"gate/coffee?{i}")}
-                for i in range(4)
-            ],
-        )
+        write_held_dump(tmp_path / "in", srv)
         ray_tmp = tempfile.mkdtemp(prefix="mmr", dir="/tmp")  # short: Ray's socket paths
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp}
         cmd = [

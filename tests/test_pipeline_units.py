@@ -14,8 +14,8 @@ from pipeline_support import texts, write_jsonl
 
 from mmsent import codes
 from mmsent.config import PreprocessCfg, ScoreCfg
+from mmsent.io.dumps import list_inputs
 from mmsent.pipeline import resume
-from mmsent.pipeline.files import list_inputs
 from mmsent.pipeline.plan import make_plan, read_rows
 from mmsent.pipeline.rows import normalize_id, read_block, to_row
 from mmsent.preprocess import clean_text

@@ -23,10 +23,10 @@ import pytest
 from pipeline_support import write_jsonl
 
 from mmsent.config import ScoreCfg, load_config
+from mmsent.io.dumps import filesystem
 from mmsent.models.checkpoint import DEFAULT_MODEL_DIR
 from mmsent.pipeline import lease, ray_compat, resume
 from mmsent.pipeline.cli import main as score_main
-from mmsent.pipeline.files import filesystem
 from mmsent.pipeline.job import job_manifest, model_config, run
 from mmsent.pipeline.lease import LEASE, LeaseError
 from mmsent.pipeline.output import output_fields

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import ModelCfg, ScoreCfg, from_dict, to_dict
+from ..io.dumps import filesystem, to_uri
 from ..models.checkpoint import read_meta
 from . import lease, ray_compat, resume
-from .files import filesystem, to_uri
 from .output import output_fields
 from .plan import Plan, make_plan
 from .stages import FetchStage, ModelStage, preprocess, read_unit

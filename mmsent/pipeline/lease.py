@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
-from .files import filesystem
+from ..io.dumps import filesystem
 
 LEASE = "_lease.json"
 HEARTBEAT_S = 10.0

@@ -33,8 +33,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ..io.dumps import filesystem
 from ..models.checkpoint import DEFAULT_MODEL_DIR
-from .files import filesystem
 from .lease import LEASE
 from .output import KEY
 

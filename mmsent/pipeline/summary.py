@@ -24,8 +24,7 @@ from collections import Counter
 import pyarrow as pa
 
 from .. import codes
-from ..io.dumps import Count, count_file
-from .files import filesystem
+from ..io.dumps import Count, count_file, filesystem
 from .plan import Plan
 from .resume import read_output
 
