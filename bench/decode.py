@@ -1,7 +1,10 @@
-"""Image decode throughput per CPU: what one CPU task of bulk scoring does to a fetched image
+"""Decode throughput per CPU: what one CPU task of bulk scoring does to a fetched image
 (mmsent.preprocess.decode_image: decode, EXIF turn, centre crop, resize to the tower's size),
 on the real photos shipped in installed packages: as posts carry them (<= 512 px) and at a phone
-camera's size (4032 px wide, upscaled from the same photos).
+camera's size (4032 px wide, upscaled from the same photos). Then the other modalities' cost per
+post: an audio clip to its log-mel spectrogram (mmsent.audio.decode_audio: decode, downmix,
+resample to 16 kHz, STFT, mel bands) on 5 s synthetic voice-like clips in each format, and a
+post's tabular columns to the tower's inputs (mmsent.tabular.encode_tabular).
 
     .venv/bin/python bench/decode.py [--seconds 5]
 
@@ -15,11 +18,15 @@ import argparse
 import io
 import time
 
+import numpy as np
+import soundfile as sf
 from PIL import Image
 
-from mmsent.config import PreprocessCfg
+from mmsent.audio import decode_audio
+from mmsent.config import AudioCfg, PreprocessCfg, TabularTowerCfg
 from mmsent.preprocess import decode_image
 from mmsent.sample_data import real_photos
+from mmsent.tabular import encode_tabular, fit_tabular
 
 
 def reencode(data: bytes, fmt: str, width: int | None = None) -> bytes:
@@ -40,6 +47,45 @@ def rate(images: list[bytes], size: int, seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
+def voice_clip(fmt: str, rate: int = 44_100, seconds: float = 5.0) -> bytes:
+    """Stereo, a 140 Hz voice-like harmonic stack with a wobbling pitch, and some noise."""
+    t = np.arange(round(rate * seconds)) / rate
+    f0 = 140 * (1 + 0.1 * np.sin(2 * np.pi * 0.7 * t))
+    x = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / rate) / k for k in range(1, 12))
+    x = 0.2 * x + 0.01 * np.random.default_rng(0).standard_normal(len(t))
+    buf = io.BytesIO()
+    sf.write(buf, np.stack([x, 0.8 * x], 1).astype(np.float32), rate, format=fmt)
+    return buf.getvalue()
+
+
+def per_second(work, seconds: float) -> float:
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        n += work()
+    return n / (time.perf_counter() - start)
+
+
+def audio_and_tabular(seconds: float) -> None:
+    print("audio clip -> log-mel (5 s, 44.1 kHz stereo), 1 core   clips/s   ms/clip")
+    cfg = AudioCfg()
+    for fmt in ("WAV", "FLAC", "OGG", "MP3"):
+        clip = voice_clip(fmt)
+        assert decode_audio(clip, cfg)[1] == "ok"
+        r = per_second(lambda clip=clip: decode_audio(clip, cfg)[1] == "ok", seconds)
+        print(f"  {fmt + f' ({len(clip) // 1024} KiB)':42s} {r:9.1f} {1000 / r:9.2f}", flush=True)
+    rng = np.random.default_rng(0)
+    likes, platforms = rng.lognormal(3, 2, 1000), rng.choice(["x", "insta", "tiktok"], 1000)
+    rows = [  # followers as CSV cells give them: strings
+        {"likes": int(v), "followers": str(int(v * 40)), "hour": int(v) % 24, "platform": p}
+        for v, p in zip(likes, platforms, strict=True)
+    ]
+    tab = fit_tabular(
+        rows, TabularTowerCfg(numeric=["likes", "followers", "hour"], categorical=["platform"])
+    )
+    r = per_second(lambda: len(encode_tabular(rows, tab)["tab_num"]), seconds)
+    print(f"tabular row -> inputs (4 columns), 1 core {'':13s}{r:9.0f} {1e6 / r:9.2f} us/row")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="per row of the table")
@@ -55,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, images in cases.items():
         r = rate(images, args.size, args.seconds)
         print(f"  {label + f' ({len(images)})':42s} {r:9.1f} {1000 / r:9.2f}", flush=True)
+    audio_and_tabular(args.seconds)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,20 @@ IMAGE_URL_INVALID = "image_url_invalid"  # unsupported scheme or malformed URL
 IMAGE_URL_FORBIDDEN = "image_url_forbidden"  # SSRF guard, or a relative path out of the dump
 IMAGE_NOT_A_FILE = "image_not_a_file"  # a local path that is a device, FIFO, socket or folder
 
+# Audio errors: reading the bytes (mmsent.audio.decode_audio).
+AUDIO_EMPTY = "audio_empty"  # zero bytes
+AUDIO_BYTES_TOO_LARGE = "audio_bytes_too_large"
+# a container not in the allowed formats (AIFF, MP4/M4A, WebM, AMR, ...), or a channel count or
+# sample rate over the caps
+AUDIO_FORMAT_UNSUPPORTED = "audio_format_unsupported"
+AUDIO_DECODE_ERROR = "audio_decode_error"  # not audio, or an allowed format's corrupt body
+AUDIO_TOO_LONG = "audio_too_long"  # longer than max_seconds (and not truncated)
+AUDIO_TOO_SHORT = "audio_too_short"  # shorter than min_seconds (no frames, a few samples)
+AUDIO_SILENT = "audio_silent"  # peak below silence_dbfs: nothing to hear
+
+# Tabular errors (mmsent.tabular.encode_tabular).
+TABULAR_INVALID = "tabular_invalid"  # a value that is not a number / category; it counts as missing
+
 # Row errors.
 NO_USABLE_INPUT = "no_usable_input"  # neither modality could be used: no prediction
 MISSING_COLUMN = "missing_column"

@@ -45,6 +45,80 @@ class ImageTowerCfg:
 
 
 @dataclass
+class AudioCfg:
+    """Audio decoding and its log-mel spectrogram (mmsent.audio): the audio tower's input."""
+
+    sample_rate: int = 16_000  # every clip is resampled to this rate
+    n_fft: int = 400  # STFT window = FFT size: 25 ms at 16 kHz
+    hop: int = 160  # 10 ms between frames
+    n_mels: int = 64  # HTK mel scale, triangles of unit area (Slaney's norm)
+    fmin: float = 20.0  # below: hum and DC, no voice
+    fmax: float | None = None  # None: sample_rate / 2
+    top_db: float = 80.0  # dynamic range kept below a clip's loudest mel bin
+    max_seconds: float = 10.0  # the spectrogram's length; a longer clip is audio_too_long...
+    truncate: bool = False  # ... unless True: then its first max_seconds are kept
+    min_seconds: float = 0.1  # a shorter clip is audio_too_short
+    max_audio_bytes: int = 10 * 1024 * 1024
+    max_channels: int = 8  # caps what one clip decodes to (frames x channels floats)
+    min_sample_rate: int = 4_000  # below it no voice band is left (a header may claim 1 Hz)
+    max_sample_rate: int = 192_000
+    silence_dbfs: float = -60.0  # a clip whose peak is below this is audio_silent
+    # the only libsndfile formats decoded (WAVEX: WAV with an extensible header)
+    formats: list[str] = field(default_factory=lambda: ["WAV", "WAVEX", "FLAC", "OGG", "MP3"])
+
+    def __post_init__(self):
+        if self.min_seconds * self.sample_rate < self.n_fft or self.hop < 1:
+            raise ValueError("audio: min_seconds must hold one STFT window (n_fft), hop >= 1")
+        if self.max_seconds < self.min_seconds or self.n_mels < 1:
+            raise ValueError("audio: need max_seconds >= min_seconds and n_mels >= 1")
+
+    def frames(self) -> int:
+        """Spectrogram frames of a max_seconds clip: the fixed time axis of every batch."""
+        return 1 + (round(self.max_seconds * self.sample_rate) - self.n_fft) // self.hop
+
+
+@dataclass
+class AudioTowerCfg:
+    kind: str = "audio_cnn"  # registered tower name
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # one conv block each
+    out_dim: int = 128
+    dropout: float = 0.1
+    trainable_layers: int = -1  # -1: all (trained from scratch); N: the top N blocks; 0: frozen
+    features: AudioCfg = field(default_factory=AudioCfg)
+
+
+@dataclass
+class TabularTowerCfg:
+    """Numeric and categorical columns of a post (counts, hour, platform, verified, ...).
+
+    `mean`, `std` and `vocab` are statistics of the training split, filled by
+    mmsent.tabular.fit_tabular: kept in the config (saved in every checkpoint) because the
+    embedding tables' shapes and the CPU preprocess stage, which never loads weights, need them."""
+
+    kind: str = "tabular_mlp"
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    log_numeric: list[str] = field(default_factory=list)  # sign(x) log1p(|x|) first: counts
+    embed_dim: int = 16  # per-feature embedding
+    hidden: int = 128  # the tower's output size
+    dropout: float = 0.1
+    max_categories: int = 1000  # vocabulary per categorical column; the rest: the unknown bucket
+    min_count: int = 1  # a category seen fewer times in training is unknown
+    clip: float = 10.0  # normalised numeric values are clipped to +-clip
+    trainable_layers: int = -1  # -1: all (trained from scratch); 0: frozen
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        names = self.numeric + self.categorical
+        if not names or len(set(names)) != len(names):
+            raise ValueError("tabular: name at least one column, each once")
+        if not set(self.log_numeric) <= set(self.numeric):
+            raise ValueError("tabular: log_numeric must be numeric columns")
+
+
+@dataclass
 class FusionCfg:
     head: str = "gated"  # concat | attention | cross_attention | gated | late
     hidden: int = 256

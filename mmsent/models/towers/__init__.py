@@ -64,7 +64,7 @@ def register_tower(name: str) -> Callable[[type[Tower]], type[Tower]]:
 def build_tower(cfg, load_pretrained: bool = True) -> Tower:
     from transformers.utils import logging as hf_logging
 
-    from . import image, text  # noqa: F401  (register the built-in towers)
+    from . import audio, image, tabular, text  # noqa: F401  (register the built-in towers)
 
     hf_logging.disable_progress_bar()  # no per-weight "Loading weights" bars in job logs
 
