@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import torch
 
+from mmsent.models.model import run_tower
 from mmsent.predictor import Predictor
 from mmsent.preprocess import to_tensors
 from mmsent.sample_data import real_photos
@@ -39,7 +40,7 @@ def run(pred: Predictor, texts, images, batch_size: int) -> tuple[float, dict[st
         feats = {}
         for m, tower in model.towers.items():
             t0 = time.perf_counter()
-            feats[m] = model._run_tower(tower, tensors, present[m])
+            feats[m] = run_tower(tower, tensors, present[m])
             sync()
             t[f"{m} tower"] += time.perf_counter() - t0
         t0 = time.perf_counter()

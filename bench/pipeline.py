@@ -1,6 +1,7 @@
 """Bulk scoring: throughput against a plain loop, and memory against input size, in one run.
 
     .venv/bin/python bench/pipeline.py [--seconds 70] [--mem-posts 500] [--model DIR] [--set KEY=VALUE ...]
+    .venv/bin/python bench/pipeline.py --runtimes torch,onnx --repeats 3 --mem-posts 0
 
 1. Steady-state posts/s of the Ray pipeline (mmsent/presets/score/local.yaml: the graph `mmsent score`
    runs, read -> preprocess tasks -> model actors, drained by the driver instead of written) vs.
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,7 +72,7 @@ def plain_loop(path: str, cfg: ScoreCfg, seconds: float) -> tuple[float, int]:
     import numpy as np
 
     plan, model_cfg, units = setup(path, cfg)
-    stage = ModelStage(cfg.model_dir, os.cpu_count(), plan.passthrough)
+    stage = ModelStage(cfg.model_dir, os.cpu_count(), plan.passthrough, cfg.runtime, cfg.precision)
     unit = {"unit": np.array([json.dumps(units[0])])}
     n = first_n = 0
     first = None
@@ -126,6 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default=None, help="checkpoint directory (default: shipped model)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--kinds", default="text-only,text+image", help="which posts to time")
+    ap.add_argument(
+        "--runtimes",
+        default=None,
+        help="e.g. torch,onnx: the Ray pipeline under each runtime on the same posts, in this run "
+        "(medians of --repeats runs), and the ratio of the last to the first",
+    )
+    ap.add_argument("--repeats", type=int, default=1, help="runs per runtime (--runtimes)")
     args = ap.parse_args(argv)
     overrides = [f"model_dir={args.model}"] * bool(args.model) + args.set
     cfg = load_config(ScoreCfg, "local", overrides, "score")
@@ -145,6 +155,17 @@ def main(argv: list[str] | None = None) -> None:
         path = write_dump(tmp / f"{kind}-{n}", n, images)  # exactly the posts the loop scored
         piped = ray_pipeline(path, cfg)
         print(f"{kind:12s} {n:6d} {plain:11.1f} {piped:13.1f} {piped / plain:6.2f}", flush=True)
+        if args.runtimes:
+            rates = {}
+            for _ in range(args.repeats):  # interleaved: a drifting machine moves both alike
+                for rt in args.runtimes.split(","):
+                    rates.setdefault(rt, []).append(
+                        ray_pipeline(path, dataclasses.replace(cfg, runtime=rt))
+                    )
+            med = {rt: statistics.median(r) for rt, r in rates.items()}
+            first, last = list(med)[0], list(med)[-1]
+            runs = "; ".join(f"{rt} {m:.1f} ({', '.join(f'{x:.1f}' for x in rates[rt])})" for rt, m in med.items())  # fmt: skip
+            print(f"{kind:12s} {n:6d} Ray pipeline by runtime, posts/s: {runs}; {last}/{first} {med[last] / med[first]:.2f}", flush=True)  # fmt: skip
     n = args.mem_posts
     if not n:
         return

@@ -4,6 +4,7 @@ posts/s (Predictor: the same preprocessing + model, in batches, no HTTP) on the 
 text-only and text+image (base64 JSON bodies).
 
     .venv/bin/python bench/serve.py [--model DIR] [--seconds 8] [--concurrency 1,8,32]
+    .venv/bin/python bench/serve.py --runtime onnx      # the CPU preset's runtime (int8)
 
 Posts are real: tweets (VADER ground truth) and photos shipped in installed packages (up to
 1024 px). Serve runs on a local Ray on 127.0.0.1; the load generator (aiohttp, closed loop: each
@@ -53,11 +54,12 @@ def load_posts(n: int) -> dict[str, list[dict]]:
     }
 
 
-def bare_rates(model_dir: str | None, posts: dict, sizes: tuple[int, ...], seconds: float) -> dict:
+def bare_rates(args, posts: dict, sizes: tuple[int, ...], seconds: float) -> dict:
     """(kind, batch size) -> posts/s of Predictor.predict (preprocessing + model), no HTTP."""
     from mmsent.predictor import Predictor
 
-    pred, rates = Predictor(model_dir), {}  # torch threads: set by main()
+    pred = Predictor(args.model, runtime=args.runtime, precision=args.precision)
+    rates = {}  # torch threads: set by main()
     for kind, items in posts.items():
         pred.predict(items[: max(sizes)])  # warm-up
         for size in sizes:
@@ -140,13 +142,15 @@ def _serve_rates(args, posts: dict, ingress: str) -> dict:
             "user_config": user_config,
             "ray_actor_options": {"num_cpus": args.threads},
         }
-        app = compose(ServeCfg(model_dir=args.model), model_options)
+        cfg = ServeCfg(model_dir=args.model, runtime=args.runtime, precision=args.precision)
+        app = compose(cfg, model_options)
         serve.run(app, name="bench", route_prefix="/")
         port = _replica_port(first_port, user_config) if first_port else proxy_port
         replica = _card(port)["batching"]["replica"]
         print(
             f"ingress {ingress} (port {port}), batching {batching}: model replica on "
-            f"{replica['device']}, torch threads {replica['torch_threads']}",
+            f"{replica['device']}, {replica['runtime']} {replica['precision']}, torch threads "
+            f"{replica['torch_threads']}",
             flush=True,
         )
         for kind in posts:
@@ -198,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wait-ms", type=float, default=10.0, help="batch wait, batching on")
     ap.add_argument("--posts", type=int, default=256)
     ap.add_argument("--ingress", default="proxy,direct", help="ingress paths: proxy, direct")
+    ap.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
+    ap.add_argument("--precision", default="auto", help="auto: int8 for onnx on a CPU")
     ap.add_argument(
         "--threads",
         type=int,
@@ -212,9 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     os.nice(max(0, 15 - os.nice(0)))  # Ray's worker niceness, see the docstring
     posts, sizes = load_posts(args.posts), (1, args.batch_size)
-    before = bare_rates(args.model, posts, sizes, args.seconds)
+    before = bare_rates(args, posts, sizes, args.seconds)
     served = {ingress: serve_rates(args, posts, ingress) for ingress in ingresses}
-    after = bare_rates(args.model, posts, sizes, args.seconds)
+    after = bare_rates(args, posts, sizes, args.seconds)
     bare = {k: (before[k] + after[k]) / 2 for k in before}
     print(
         f"cores: {os.cpu_count()}, torch threads (bare and replica): {args.threads}, posts: "

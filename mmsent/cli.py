@@ -1,10 +1,11 @@
 """`mmsent` command line. Thin: every subcommand is a `main(argv)` in its own module.
 
-mmsent predict --text "I love this!" [--image PATH_OR_URL] [--model DIR]
+mmsent predict --text "I love this!" [--image PATH_OR_URL] [--model DIR] [--runtime onnx]
 mmsent score INPUT OUTPUT [--config mmsent/presets/score/<name>.yaml]
 mmsent serve [--config mmsent/presets/serve/<name>.yaml]
 mmsent train --config mmsent/presets/train/<name>.yaml
-mmsent evaluate MODEL_DIR DATA
+mmsent evaluate MODEL_DIR DATA [--runtime onnx]
+mmsent export CHECKPOINT OUT --format onnx [--quantize int8]
 mmsent make-demo-data OUT
 """
 
@@ -22,6 +23,7 @@ COMMANDS = {
     "serve": ("mmsent.serve.app", "serve the model over HTTP with Ray Serve"),
     "train": ("mmsent.train.trainer", "train a fused model"),
     "evaluate": ("mmsent.train.evaluate", "evaluation report of a checkpoint"),
+    "export": ("mmsent.export_cli", "export a checkpoint as ONNX (int8), with a parity report"),
     "make-demo-data": ("mmsent.demo_data", "write a demo social-media dump"),
     "make-sample-dump": ("mmsent.pipeline.sample", "write the sample dump the README scores"),
 }
@@ -34,19 +36,35 @@ def predict_main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--model", default=None, help="checkpoint directory (default: the shipped model)"
     )
+    add_runtime_args(ap)
     args = ap.parse_args(argv)
     if args.text is None and args.image is None:
         ap.error("give --text, --image or both")
-    from .config import FetchCfg
+    from .config import ConfigError, FetchCfg
     from .io.fetch import fetch
     from .predictor import Predictor
 
     image, status, _ = fetch(args.image, FetchCfg()) if args.image else (None, None, None)
-    [result] = Predictor(args.model).predict(
+    try:
+        predictor = Predictor(args.model, runtime=args.runtime, precision=args.precision)
+    except ConfigError as e:
+        print(f"mmsent predict: {e}", file=sys.stderr)
+        return 2
+    [result] = predictor.predict(
         [{"text": args.text, "image": image, "image_status": None if image is not None else status}]
     )
     print(json.dumps(result, indent=2))
     return 0 if result["label"] is not None else 1
+
+
+def add_runtime_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--runtime", default="torch", choices=["torch", "onnx"], help="what runs it")
+    ap.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16", "int8"],
+        help="auto: onnx int8 on a CPU, torch bf16/fp16 on CUDA (docs/runtime.md)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

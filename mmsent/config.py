@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"  # shipped in the package (wheel too)
+RUNTIMES = ("torch", "onnx")  # what runs the model (mmsent.models.runtime)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 @dataclass
@@ -202,6 +204,8 @@ class ServeCfg:
 
     __pydantic_config__ = {"extra": "forbid"}  # the app's pydantic args model rejects unknown keys
     model_dir: str | None = None  # checkpoint directory (None: the shipped default model)
+    runtime: str = "torch"  # torch | onnx (mmsent.models.runtime)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8
     max_posts: int = 32  # posts in one request (more: 422)
     max_body_bytes: int = 16 * 1024 * 1024  # request body (more: 413)
     max_image_bytes: int = 8 * 1024 * 1024  # one image: uploaded, base64 or fetched (more: 413)
@@ -217,6 +221,7 @@ class ServeCfg:
     fetch: ServeFetchCfg = field(default_factory=ServeFetchCfg)
 
     def __post_init__(self):
+        check_runtime(self.runtime, self.precision)
         if "file" in self.fetch.schemes:
             raise ValueError("fetch.schemes: 'file' would let clients read the server's files")
         sizes = (
@@ -355,6 +360,8 @@ class ScoreCfg:
     """Bulk scoring (mmsent.pipeline): presets in mmsent/presets/score/<name>.yaml."""
 
     model_dir: str | None = None  # checkpoint directory (None: the shipped default model)
+    runtime: str = "torch"  # torch | onnx (ONNX Runtime; the export is built on first use)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8 (mmsent.models.runtime)
     format: str = "auto"  # jsonl | csv | parquet | auto (from each file's extension)
     columns: ScoreColumnsCfg = field(default_factory=ScoreColumnsCfg)
     read: ReadCfg = field(default_factory=ReadCfg)  # caps, relative image paths
@@ -390,6 +397,12 @@ class ScoreCfg:
             raise ValueError("batch sizes and max_rows_per_file must be >= 1")
         if not 1 <= self.model_min_actors <= self.model_max_actors:
             raise ValueError("need 1 <= model_min_actors <= model_max_actors")
+        check_runtime(self.runtime, self.precision)
+
+
+def check_runtime(runtime: str, precision: str) -> None:
+    if runtime not in RUNTIMES or precision not in PRECISIONS:
+        raise ValueError(f"runtime must be one of {RUNTIMES} and precision one of {PRECISIONS}")
 
 
 class ConfigError(ValueError):

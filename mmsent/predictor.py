@@ -13,6 +13,7 @@ model_name, model_version. A row with no usable modality keeps label None, score
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,24 @@ import torch
 
 from . import codes
 from .boundary import concat_columns, describe, isolate, take
-from .models.checkpoint import load, read_meta
+from .models.checkpoint import read_meta
+from .models.runtime import load_runtime
 from .preprocess import MODEL_KEYS, Preprocessor, to_tensors, unpack_pixels
 
 INTERNAL_COLUMNS = set(MODEL_KEYS) | {"text_chunks"}
 
 
 class ModelRunner:
-    def __init__(self, model_dir: str | Path | None = None, device: str | None = None):
-        self.model = load(model_dir, device)
+    """runtime: torch | onnx; precision: auto | fp32 | bf16 | fp16 | int8 (mmsent.models.runtime)."""
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        device: str | None = None,
+        runtime: str = "torch",
+        precision: str = "auto",
+    ):
+        self.model = load_runtime(model_dir, runtime, precision, device)
         self.cfg = self.model.cfg
         self.modalities = self.cfg.modalities()
         self.meta = read_meta(model_dir)
@@ -60,6 +70,17 @@ class ModelRunner:
         out["modalities"] = np.full(n, "", dtype=object)
         return out
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _autocast(self):
+        """bf16/fp16 autocast where the torch runtime runs at one (ONNX graphs are what they are)."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.model.precision)
+        if dtype is None or not isinstance(self.model, torch.nn.Module):
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
     @torch.inference_mode()
     def _forward(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = unpack_pixels(batch, self.image_size)
@@ -73,9 +94,9 @@ class ModelRunner:
         usable = present.any(1)
         if usable.any():
             idx = np.flatnonzero(usable)
-            fused = self.model(
-                to_tensors({k: batch[k][idx] for k in MODEL_KEYS if k in batch}, self.model.device)
-            )
+            inputs = to_tensors({k: batch[k][idx] for k in MODEL_KEYS if k in batch}, self.device)
+            with self._autocast():
+                fused = self.model(inputs)
             probs[idx] = fused.logits.float().softmax(-1).cpu().numpy()
             if fused.weights is not None:
                 weights[idx] = fused.weights.float().cpu().numpy()
@@ -116,8 +137,14 @@ class ModelRunner:
 class Predictor:
     """Preprocessing + model for posts given one by one (CLI, serving)."""
 
-    def __init__(self, model_dir: str | Path | None = None, device: str | None = None):
-        self.runner = ModelRunner(model_dir, device)
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        device: str | None = None,
+        runtime: str = "torch",
+        precision: str = "auto",
+    ):
+        self.runner = ModelRunner(model_dir, device, runtime, precision)
         self.pre = Preprocessor(self.runner.cfg)
 
     @property

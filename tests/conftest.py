@@ -49,3 +49,20 @@ def ray_local(s3_server):
     ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def encoders(tmp_path_factory):
+    """A tiny random BERT and CLIP vision tower saved as local transformers folders."""
+    from mmsent.testing import tiny_text_encoder, tiny_vision_encoder
+
+    root = tmp_path_factory.mktemp("enc")
+    return tiny_text_encoder(root / "bert"), tiny_vision_encoder(root / "clip")
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """Real photos (<= 96 px) as bytes; modules with photos of their own shadow this one."""
+    from mmsent.sample_data import real_photos
+
+    return [b for _, b in real_photos(max_side=96)]

@@ -34,12 +34,25 @@ def test_image_only_and_no_input(predictor):
     assert nothing["label"] is None and nothing["error"] == "empty_text"
 
 
-def test_reproduces_held_out_figures(predictor):
-    from mmsent.train.default_model import held_out_report, splits
+@pytest.fixture(scope="module")
+def held_out():
+    from mmsent.train.default_model import splits
+
+    return splits()[2]
+
+
+@pytest.fixture(scope="module")
+def fp32_probs(predictor, held_out):
+    from mmsent.train.batches import predict_posts
+
+    return predict_posts(predictor.runner.model, predictor.pre, held_out)[0]
+
+
+def test_reproduces_held_out_figures(predictor, held_out, fp32_probs):
+    from mmsent.train.default_model import held_out_report
 
     card = read_meta()["card"]
-    _, _, test = splits()
-    got = held_out_report(predictor.runner.model, predictor.pre, test)
+    got = held_out_report(predictor.runner.model, predictor.pre, held_out, fp32_probs)
     for source, figures in card["held_out"].items():
         assert got[source]["n"] == figures["n"]
         for who in ("model", "vader"):
@@ -51,6 +64,30 @@ def test_reproduces_held_out_figures(predictor):
                 )
         # the promise of the model card: at least 5 macro-F1 points over VADER on every source
         assert got[source]["model"]["macro_f1"] >= got[source]["vader"]["macro_f1"] + 0.05, source
+
+
+def test_int8_quality_guard(predictor, held_out, fp32_probs):
+    """The ONNX int8 runtime (the CPU default of the score and serve presets) against torch fp32
+    on every held-out source: >= 99 % of labels the same, macro-F1 within 0.5 points; the card
+    holds these figures."""
+    from mmsent.models.runtime import load_runtime
+    from mmsent.train.batches import predict_posts
+    from mmsent.train.default_model import int8_report
+
+    int8 = load_runtime(None, "onnx", "int8")  # the cached export, built here if missing
+    assert int8.precision == "int8" and int8.recheck_towers is not None
+    probs, _ = predict_posts(int8, predictor.pre, held_out)
+    got = int8_report(
+        predictor.cfg.labels, held_out, fp32_probs, probs, int8.rechecked / int8.posts
+    )
+    for source, r in got["sources"].items():
+        assert r["label_agreement"] >= 0.99, (source, r)
+        assert r["macro_f1_fp32"] - r["macro_f1_int8"] <= 0.005, (source, r)
+    assert got["passed"] and 0 < got["rechecked_in_fp32"] < 0.2
+    card = read_meta()["card"]["int8"]
+    for source, r in card["sources"].items():
+        for k, v in r.items():
+            assert got["sources"][source][k] == pytest.approx(v, abs=2e-3), (source, k)
 
 
 def test_card_says_the_default_preset_built_it():

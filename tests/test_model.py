@@ -10,22 +10,9 @@ from mmsent.models.fusion import HEADS, build_head
 from mmsent.models.model import build_model
 from mmsent.models.towers import TowerOut
 from mmsent.preprocess import Preprocessor, to_tensors
-from mmsent.testing import tiny_model_cfg, tiny_text_encoder, tiny_vision_encoder
+from mmsent.testing import tiny_model_cfg
 
 HEAD_NAMES = ["concat", "attention", "cross_attention", "gated", "late"]
-
-
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("enc")
-    return tiny_text_encoder(root / "bert"), tiny_vision_encoder(root / "clip")
-
-
-@pytest.fixture(scope="module")
-def photos():
-    from mmsent.sample_data import real_photos
-
-    return [b for _, b in real_photos(max_side=96)]
 
 
 def test_all_heads_registered():

@@ -82,8 +82,14 @@ def test_s3_to_s3_every_row_once_with_its_error_code_on_shared_gpu(
             Bucket="mm-score", Key="dump/b.jsonl.gz", Body=gzip.compress(b"\n".join(lines[half:]))
         )
 
+        # the CPU preset's runtime (ONNX Runtime int8; on a GPU actor without onnxruntime-gpu it
+        # stays on the CPU): every code and every row as with torch
         cfg = small_cfg(
-            max_rows_per_file=7, model_min_actors=2, model_max_actors=2, model_num_gpus=0.5
+            max_rows_per_file=7,
+            model_min_actors=2,
+            model_max_actors=2,
+            model_num_gpus=0.5,
+            runtime="onnx",
         )
         watch = Watch(ray_local)
         watch.start()
@@ -121,6 +127,8 @@ def test_s3_to_s3_every_row_once_with_its_error_code_on_shared_gpu(
     assert {r["modalities"] for r in out if r["id"] in ("s3-rel", "http-ok", "http-flaky")} == {
         "text+image"
     }
+    job = json.loads(fs.open_input_stream("mm-score/out/_job.json").read())
+    assert job["model"]["runtime"] == "onnx/auto"
 
 
 def model_actors() -> list[psutil.Process]:

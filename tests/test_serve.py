@@ -39,6 +39,10 @@ def api(ray_local, s3_server, tmp_path_factory):
     model_dir = tiny_checkpoint(tmp_path_factory.getbasetemp() / "tiny-model")
     cfg = ServeCfg(
         model_dir=model_dir,
+        # ONNX Runtime behind Serve (the CPU preset's runtime), fp32: its scores agree with the
+        # torch Predictor's to 1e-4, which the tests below check post by post
+        runtime="onnx",
+        precision="fp32",
         max_posts=4,
         max_body_bytes=512 * 1024,
         max_image_bytes=200 * 1024,
@@ -119,6 +123,8 @@ def test_health_model_card_and_docs(api):
     assert card["labels"] == ["negative", "neutral", "positive"]
     assert card["modalities"] == ["text", "image"]
     assert card["batching"]["max_batch_size"] == 32 and card["limits"]["max_posts"] == 4
+    replica = card["batching"]["replica"]
+    assert (replica["runtime"], replica["precision"]) == ("onnx", "fp32")
     doc = requests.get(f"{api.url}/openapi.json", timeout=30).json()
     body = doc["paths"]["/v1/sentiment"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "multipart/form-data"}

@@ -1,6 +1,6 @@
 """`mmsent train --config default`, the command that builds the shipped default model, run small
 (a tiny random BERT, 40 posts per source, one epoch, exported to a temporary folder): the VADER
-comparison runs as an evaluation step, its figures land in the card, and the same command gives
+comparison and the int8 quality guard run as evaluation steps, their figures land in the card, and the same command gives
 the same weights and the same card twice. Also: mmsent/train has no import cycle."""
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ def test_default_preset_builds_a_carded_checkpoint_reproducibly(small, tmp_path)
     a, b = (load_file(str(d / "model.safetensors")) for d in (first, second))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert read_meta(second)["card"]["held_out"] == card["held_out"]
+    # the int8 step: the ONNX int8 export against fp32 per source, the same twice
+    assert set(card["int8"]["sources"]) == set(VADER_SOURCES)
+    assert read_meta(second)["card"]["int8"] == card["int8"]
 
 
 def test_unknown_eval_step_is_refused_before_training(small, tmp_path, capsys):

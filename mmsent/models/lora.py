@@ -31,3 +31,16 @@ def add_lora(module: nn.Module, rank: int, alpha: float) -> list[nn.Module]:
                 setattr(parent, name, adapter)
                 adapters.append(adapter)
     return adapters
+
+
+def merge_lora(module: nn.Module) -> nn.Module:
+    """Fold every adapter into its base layer in place (W + scale B A): the same function with
+    plain nn.Linear layers, for export and int8 quantization."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, LoRALinear):
+                base = child.base
+                with torch.no_grad():
+                    base.weight += child.scale * (child.lora_b @ child.lora_a)
+                setattr(parent, name, base)
+    return module

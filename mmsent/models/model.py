@@ -33,6 +33,9 @@ def _call(tower: Tower, inputs: dict[str, torch.Tensor]) -> TowerOut:
 
 
 class MultimodalClassifier(nn.Module):
+    runtime = "torch"
+    precision = "fp32"  # what inference runs at: models.runtime sets bf16/fp16 (autocast)
+
     def __init__(self, cfg: ModelCfg, load_pretrained: bool = True):
         super().__init__()
         if not cfg.modalities():
@@ -53,29 +56,7 @@ class MultimodalClassifier(nn.Module):
         self, batch: dict[str, torch.Tensor], drop: dict[str, torch.Tensor] | None = None
     ) -> FusionOut:
         """`drop`: optional (B,) bool per modality, hiding it from the model (ablations, modality dropout)."""
-        present = {m: batch[f"has_{m}"].bool() for m in self.towers}
-        for m, d in (drop or {}).items():
-            present[m] = present[m] & ~d
-        feats = {m: self._run_tower(tower, batch, present[m]) for m, tower in self.towers.items()}
-        return self.head(feats, present)
-
-    @staticmethod
-    def _run_tower(tower: Tower, batch: dict[str, torch.Tensor], present: torch.Tensor) -> TowerOut:
-        B = present.shape[0]
-        idx = present.nonzero().squeeze(1)
-        if len(idx) == B:
-            return _call(tower, {k: batch[k] for k in tower.input_keys})
-        device = present.device
-        if len(idx) == 0:
-            z = torch.zeros(B, 1, tower.out_dim, device=device)
-            return TowerOut(z[:, 0], z, torch.zeros(B, 1, dtype=torch.bool, device=device))
-        sub = _call(tower, {k: batch[k][idx] for k in tower.input_keys})
-        pooled = sub.pooled.new_zeros(B, tower.out_dim).index_copy(0, idx, sub.pooled)
-        tokens = sub.tokens.new_zeros(B, *sub.tokens.shape[1:]).index_copy(0, idx, sub.tokens)
-        mask = sub.token_mask.new_zeros(B, sub.token_mask.shape[1]).index_copy(
-            0, idx, sub.token_mask
-        )
-        return TowerOut(pooled, tokens, mask)
+        return fuse(self.towers, self.head, batch, drop)
 
     def set_trainable(self, layers: dict[str, int]) -> None:
         """Freeze/unfreeze towers: {"text": 2, "image": 0} leaves the top 2 text layers trainable."""
@@ -91,6 +72,33 @@ class MultimodalClassifier(nn.Module):
 
     def base_state_keys(self) -> set[str]:
         return {f"towers.{m}.{k}" for m, t in self.towers.items() for k in t.base_keys}
+
+
+def fuse(towers, head, batch: dict[str, torch.Tensor], drop=None) -> FusionOut:
+    """Towers (any callables with a Tower's `input_keys`, `out_dim`, `cpu_chunk`: torch modules
+    or ONNX Runtime sessions) on the rows where their modality is present -> the fusion head."""
+    present = {m: batch[f"has_{m}"].bool() for m in towers}
+    for m, d in (drop or {}).items():
+        present[m] = present[m] & ~d
+    feats = {m: run_tower(tower, batch, present[m]) for m, tower in towers.items()}
+    return head(feats, present)
+
+
+def run_tower(tower: Tower, batch: dict[str, torch.Tensor], present: torch.Tensor) -> TowerOut:
+    """The tower on the present rows only; absent rows get zeros (the heads mask them out)."""
+    B = present.shape[0]
+    idx = present.nonzero().squeeze(1)
+    if len(idx) == B:
+        return _call(tower, {k: batch[k] for k in tower.input_keys})
+    device = present.device
+    if len(idx) == 0:
+        z = torch.zeros(B, 1, tower.out_dim, device=device)
+        return TowerOut(z[:, 0], z, torch.zeros(B, 1, dtype=torch.bool, device=device))
+    sub = _call(tower, {k: batch[k][idx] for k in tower.input_keys})
+    pooled = sub.pooled.new_zeros(B, tower.out_dim).index_copy(0, idx, sub.pooled)
+    tokens = sub.tokens.new_zeros(B, *sub.tokens.shape[1:]).index_copy(0, idx, sub.tokens)
+    mask = sub.token_mask.new_zeros(B, sub.token_mask.shape[1]).index_copy(0, idx, sub.token_mask)
+    return TowerOut(pooled, tokens, mask)
 
 
 def build_model(cfg: ModelCfg, load_pretrained: bool = True) -> MultimodalClassifier:

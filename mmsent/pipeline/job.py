@@ -90,7 +90,13 @@ def build_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg, model_cfg: Model
         ModelStage,
         batch_size=cfg.model_batch_size,
         batch_format="pyarrow",
-        fn_constructor_args=(cfg.model_dir, cfg.model_torch_threads, plan.passthrough),
+        fn_constructor_args=(
+            cfg.model_dir,
+            cfg.model_torch_threads,
+            plan.passthrough,
+            cfg.runtime,
+            cfg.precision,
+        ),
         **ray_compat.actor_stage(
             cfg.model_min_actors,
             cfg.model_max_actors,
@@ -101,11 +107,26 @@ def build_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg, model_cfg: Model
     )
 
 
+def runtime_of(cfg: ScoreCfg) -> str:
+    return f"{cfg.runtime}/{cfg.precision}"
+
+
+def prepare_onnx(cfg: ScoreCfg) -> None:
+    from ..models.checkpoint import DEFAULT_MODEL_DIR
+    from ..models.runtime import ensure_onnx, onnx_cuda, resolve_precision
+
+    path = Path(cfg.model_dir) if cfg.model_dir else DEFAULT_MODEL_DIR
+    if not (path / "onnx.json").exists():  # not an export already
+        cuda = onnx_cuda() and cfg.model_num_gpus > 0
+        ensure_onnx(path, resolve_precision("onnx", cfg.precision, cuda))
+
+
 def job_manifest(input_spec: str, plan: Plan, cfg: ScoreCfg, model_cfg: ModelCfg) -> dict:
     """What `_job.json` records: a resume checks the first four and the fingerprints."""
     return {
         "input": to_uri(*filesystem(input_spec)).rstrip("/"),
-        "model": {"name": model_cfg.name, "version": model_cfg.version},
+        # a resume refuses another runtime too: int8 rows beside fp32 ones would be two models
+        "model": {"name": model_cfg.name, "version": model_cfg.version, "runtime": runtime_of(cfg)},
         "columns": to_dict(cfg.columns),
         "inputs": resume.fingerprint_inputs(plan.files),
         "checkpoint": resume.fingerprint_checkpoint(cfg.model_dir),
@@ -121,6 +142,8 @@ def run(
     if cfg.model_dir:  # workers may start elsewhere: hand them an absolute path
         cfg = dataclasses.replace(cfg, model_dir=str(Path(cfg.model_dir).resolve()))
     model_cfg = model_config(cfg.model_dir)
+    if cfg.runtime == "onnx":  # built here once, before actors start (they would each wait)
+        prepare_onnx(cfg)
     plan = make_plan(input_spec, cfg, reserved={name for name, _ in output_fields(model_cfg)})
     output = to_uri(*filesystem(output))
     manifest = job_manifest(input_spec, plan, cfg, model_cfg)

@@ -104,12 +104,15 @@ def fingerprint_inputs(files: list[str]) -> dict[str, dict]:
 
 def fingerprint_checkpoint(model_dir: str | None) -> dict:
     """sha256 of every file of a checkpoint directory (None: the shipped default model), each
-    and all together, in the order of their relative paths. Hidden files are not the model."""
+    and all together, in the order of their relative paths. Hidden files are not the model, nor
+    the ONNX exports cached beside it (onnx-*: built from it, see models/runtime.py)."""
     root = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
     files = {}
     for p in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix()):
         rel = p.relative_to(root).as_posix()
-        if p.is_file() and not any(part.startswith(".") for part in rel.split("/")):
+        parts = rel.split("/")
+        derived = parts[0].startswith("onnx-")
+        if p.is_file() and not derived and not any(part.startswith(".") for part in parts):
             h = hashlib.sha256()
             with open(p, "rb") as f:
                 while chunk := f.read(1 << 20):

@@ -7,7 +7,7 @@ read_unit({"unit": [json.dumps({"file": uri, "skip": [[0, 10]]})]}, plan=plan, b
 FetchStage(fetch_cfg, blocks_in_flight)(table) -> the table with image_data (+ fetch status)
 preprocess(table, model_cfg=cfg, fetch_cfg=FetchCfg())
     -> the batch of docs/ARCHITECTURE.md (as Arrow) + id, record_error, input_*, pass-through
-ModelStage(model_dir, torch_threads, passthrough)(table) -> pyarrow.Table (the output schema)
+ModelStage(model_dir, torch_threads, passthrough, runtime, precision)(table) -> pyarrow.Table
 """
 
 from __future__ import annotations
@@ -222,15 +222,22 @@ class ModelStage:
     """The actor of the model stage: loads the checkpoint once, then scores batches. The model
     reads the preprocessed columns; a row's key, id and pass-through columns go on in Arrow."""
 
-    def __init__(self, model_dir: str | None, torch_threads: int, passthrough: list):
+    def __init__(
+        self,
+        model_dir: str | None,
+        torch_threads: int,
+        passthrough: list,
+        runtime: str = "torch",
+        precision: str = "auto",
+    ):
         import torch
 
         from ..predictor import ModelRunner
         from .output import KEY, output_schema
 
-        if torch_threads:
+        if torch_threads:  # ONNX Runtime sessions take the same number of threads
             torch.set_num_threads(torch_threads)
-        self.runner = ModelRunner(model_dir)
+        self.runner = ModelRunner(model_dir, runtime=runtime, precision=precision)
         self.schema = output_schema(self.runner.cfg, passthrough)
         self.carried = [*KEY, "id", *(out for _, out, _ in passthrough)]
 

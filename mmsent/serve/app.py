@@ -44,7 +44,9 @@ def compose(
     from .ingress import SentimentAPI
     from .model import SentimentModel
 
-    model = SentimentModel.options(**(model_options or {})).bind(cfg.model_dir)
+    model = SentimentModel.options(**(model_options or {})).bind(
+        cfg.model_dir, cfg.runtime, cfg.precision
+    )
     return SentimentAPI.options(**(api_options or {})).bind(model, cfg)
 
 

@@ -41,9 +41,12 @@ def total_rows(batches: list[dict[str, np.ndarray]]) -> int:
     ray_actor_options={"num_cpus": 1},
 )
 class SentimentModel:
-    def __init__(self, model_dir: str | None = None):
+    def __init__(
+        self, model_dir: str | None = None, runtime: str = "torch", precision: str = "auto"
+    ):
         keep_replica_grpc_on_loopback()
-        self.runner = ModelRunner(model_dir)  # loads the checkpoint once per replica
+        # loads the checkpoint once per replica (runtime onnx: its export, built on first use)
+        self.runner = ModelRunner(model_dir, runtime=runtime, precision=precision)
         self.meta = self.runner.meta
         self.batching = ServeBatchCfg()
         self.metrics = ModelMetrics()
@@ -51,7 +54,9 @@ class SentimentModel:
             "pid": os.getpid(),
             "started": time.time(),
             "pings": 0,
-            "device": str(self.runner.model.device),
+            "device": str(self.runner.device),
+            "runtime": self.runner.model.runtime,
+            "precision": self.runner.model.precision,
             "torch_threads": torch.get_num_threads(),
         }
 

@@ -47,9 +47,10 @@ def vader_labels(texts: list[str], threshold: float = 0.05) -> np.ndarray:
     return np.where(compound >= threshold, 2, np.where(compound <= -threshold, 0, 1))
 
 
-def held_out_report(model, pre: Preprocessor, test: Posts) -> dict:
+def held_out_report(model, pre: Preprocessor, test: Posts, probs=None) -> dict:
     """Macro-F1 and accuracy per source, of the model and of VADER, on the same held-out posts."""
-    probs, _ = predict_posts(model, pre, test)
+    if probs is None:
+        probs, _ = predict_posts(model, pre, test)
     pred, vader = probs.argmax(1), vader_labels(test.texts)
     out = {}
     for source in VADER_SOURCES:
@@ -63,6 +64,53 @@ def held_out_report(model, pre: Preprocessor, test: Posts) -> dict:
             }
         out[source] = {"n": int(m.sum()), **figures}
     return out
+
+
+# the quality guard of an int8 runtime, per held-out source (docs/runtime.md)
+MIN_AGREEMENT, MAX_F1_DROP = 0.99, 0.005
+
+
+def int8_report(labels: list[str], test: Posts, fp32, int8, rechecked: float) -> dict:
+    """int8 against fp32 per source: label agreement, macro-F1 of each; `passed` the guard."""
+    out, passed = {}, True
+    for source in VADER_SOURCES:
+        m = np.array([s == source for s in test.sources])
+        a, b = fp32[m].argmax(1), int8[m].argmax(1)
+        f_fp32 = report(test.labels[m], a, labels)["macro_f1"]
+        f_int8 = report(test.labels[m], b, labels)["macro_f1"]
+        agree = float((a == b).mean())
+        passed &= agree >= MIN_AGREEMENT and f_fp32 - f_int8 <= MAX_F1_DROP
+        out[source] = {
+            "n": int(m.sum()),
+            "label_agreement": round(agree, 4),
+            "macro_f1_fp32": round(f_fp32, 4),
+            "macro_f1_int8": round(f_int8, 4),
+        }
+    rule = f"label agreement >= {MIN_AGREEMENT:.0%}, macro-F1 within {MAX_F1_DROP * 100:.1f} points"
+    return {
+        "sources": out,
+        "rechecked_in_fp32": round(rechecked, 4),
+        "guard": rule,
+        "passed": passed,
+    }
+
+
+def int8_guard(model, posts: Posts) -> dict:
+    """The `int8` step of `mmsent train`: the model's ONNX int8 export (built in a temporary
+    folder) against the model itself in fp32, on the held-out posts; the card's `int8` entry."""
+    import tempfile
+
+    from ..models.export import export_onnx
+    from ..models.ort import OrtClassifier
+
+    model = model.cpu().eval()
+    pre = Preprocessor(model.cfg)
+    fp32, _ = predict_posts(model, pre, posts)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(model, tmp, "int8")
+        ort = OrtClassifier(tmp)
+        int8, _ = predict_posts(ort, pre, posts)
+    return {"int8": int8_report(model.cfg.labels, posts, fp32, int8, ort.rechecked / ort.posts)}
 
 
 def vader_comparison(model, posts: Posts) -> dict:

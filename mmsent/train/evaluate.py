@@ -17,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli import add_runtime_args
 from ..config import ConfigError, DataCfg, FetchCfg
-from ..models.checkpoint import DEFAULT_MODEL_DIR, CheckpointError, load, read_meta
+from ..models.checkpoint import DEFAULT_MODEL_DIR, CheckpointError, read_meta
+from ..models.runtime import load_runtime
 from .labelled import fetch_images, read_posts
 from .report import write_report
 
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-map", nargs="*", default=None, metavar="RAW=CLASS")
     ap.add_argument("--limit", type=int, default=0, help="read at most this many rows per file")
     ap.add_argument("--batch-size", type=int, default=64)
+    add_runtime_args(ap)
     args = ap.parse_args(argv)
     try:
         return _evaluate(args)
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _evaluate(args) -> int:
     model_dir = DEFAULT_MODEL_DIR if args.model_dir == "default" else Path(args.model_dir)
-    meta, model = read_meta(model_dir), load(model_dir)
+    meta = read_meta(model_dir)
+    model = load_runtime(model_dir, args.runtime, args.precision)
     labels = model.cfg.labels
     names = [f"{c}_column" for c in ("text", "image", "label", "group", "id")]
     columns = {**meta.get("data", {}), **{n: getattr(args, n) for n in names if getattr(args, n)}}
@@ -65,6 +69,7 @@ def _evaluate(args) -> int:
     out = Path(args.out or f"runs/eval-{model.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     extra = {
         "checkpoint": str(model_dir),
+        "runtime": {"runtime": model.runtime, "precision": model.precision},
         "data": {"path": args.data, **read.stats, "images": images},
     }
     history = meta.get("history") or meta.get("card", {}).get("history")

@@ -9,7 +9,14 @@ held-out posts and returns entries of the model card, which land in metrics.json
 best/config.json (`card`, with the preset's `card:` text, the split, the schedule, the history)
 and, with `export_to`, in the exported checkpoint (best/'s weights, the model config, the card):
 
+A step added after a model was built runs on its checkpoint alone, its entries merged into the
+card (the shipped model's held-out posts):
+
+    python -m mmsent.train.finish int8 [--model DIR]
+
     vader   best/ against VADER on the same held-out posts, per source (mmsent.train.default_model)
+    int8    best/'s ONNX int8 export against best/ in fp32 on the held-out posts, per source: label
+            agreement and macro-F1 (the quality guard of docs/runtime.md)
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ from pathlib import Path
 
 from ..config import ConfigError, TrainRunCfg, to_dict
 from ..models.checkpoint import DEFAULT_MODEL_DIR, load, save
-from .default_model import vader_comparison
+from .default_model import int8_guard, vader_comparison
 from .labelled import fetch_images
 from .report import write_report
 from .splits import read_split
 
-EVALS = {"vader": vader_comparison}  # name -> step(model, posts) -> entries of the model card
+# name -> step(model, posts) -> entries of the model card
+EVALS = {"vader": vader_comparison, "int8": int8_guard}
 
 
 def check_evals(cfg: TrainRunCfg) -> None:
@@ -105,3 +113,31 @@ def export(model, card: dict, to: str) -> Path:
     tmp.rename(dest)
     print(f"exported best/ with its model card to {dest}", flush=True)
     return dest
+
+
+def add_eval(model_dir: str | Path, step: str) -> dict:
+    """Run one evaluation step on the default preset's held-out posts with the checkpoint at
+    `model_dir`; its entries merged into that checkpoint's card."""
+    from .default_model import splits
+
+    entries = EVALS[step](load(model_dir, "cpu"), splits()[2])
+    path = Path(model_dir) / "config.json"
+    meta = json.loads(path.read_text())
+    meta["card"].update(entries)
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    return entries
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Run one evaluation step on a checkpoint's card.")
+    ap.add_argument("step", choices=sorted(EVALS))
+    ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="checkpoint with a card")
+    args = ap.parse_args(argv)
+    print(json.dumps(add_eval(args.model, args.step), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

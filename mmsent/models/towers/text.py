@@ -6,6 +6,8 @@ window and pooled over all its tokens, rather than cut off.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -66,37 +68,50 @@ class HFTextTower(Tower):
                 self.trained_keys.add(f"{names[id(adapter)]}.{pname}")
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(N, L) windows -> (N, L, D). On CPU, windows go in length-sorted groups, each trimmed to
-        its own longest, so a batch of short posts is not all padded to its longest one."""
-        if ids.device.type != "cpu" or len(ids) <= CPU_GROUP:
-            return self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        lengths = mask.sum(1)
-        parts, order = [], lengths.argsort()
-        for group in order.split(CPU_GROUP):
-            n = int(lengths[group].max())
-            h = self.encoder(
-                input_ids=ids[group, :n], attention_mask=mask[group, :n]
-            ).last_hidden_state
-            parts.append(torch.nn.functional.pad(h, (0, 0, 0, ids.shape[1] - n)))
-        return torch.cat(parts)[order.argsort()]  # back to input order
+        return self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> TowerOut:
-        ids, mask = inputs["input_ids"].long(), inputs["attention_mask"].long()  # (B, C, L)
-        B, C, L = ids.shape
-        used = mask.sum(-1)  # (B, C) tokens per window
-        C_used = max(int((used > 0).sum(1).max()), 1)
-        L_used = max(int(used.max()), 1)
-        ids, mask = ids[:, :C_used, :L_used], mask[:, :C_used, :L_used]
-        flat_ids, flat_mask = ids.reshape(-1, L_used), mask.reshape(-1, L_used)
-        keep = flat_mask.any(-1)  # only non-empty windows go through the encoder
-        hidden = self._encode(flat_ids[keep], flat_mask[keep])
-        tokens = hidden.new_zeros(B * C_used, L_used, self.out_dim)
-        tokens[keep] = hidden
-        if self.cfg.pooling == "cls":  # first token of each window
-            tokens = tokens[:, :1]
-            flat_mask = flat_mask[:, :1]
-        tokens = tokens.reshape(B, -1, self.out_dim)  # (B, C*L, D)
-        token_mask = flat_mask.reshape(B, -1).bool()  # (B, C*L)
-        w = token_mask.unsqueeze(-1).to(tokens.dtype)
-        pooled = (tokens * w).sum(1) / w.sum(1).clamp(min=1.0)  # mean over every real token
-        return TowerOut(pooled, tokens, token_mask)
+        return encode_windows(self._encode, inputs, self.out_dim, self.cfg.pooling)
+
+
+Encoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (N, L) ids, mask -> (N, L, D)
+
+
+def encode_grouped(encode: Encoder, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N, L) windows -> (N, L, D). On CPU, windows go in length-sorted groups, each trimmed to
+    its own longest, so a batch of short posts is not all padded to its longest one."""
+    if ids.device.type != "cpu" or len(ids) <= CPU_GROUP:
+        return encode(ids, mask)
+    lengths = mask.sum(1)
+    parts, order = [], lengths.argsort()
+    for group in order.split(CPU_GROUP):
+        n = int(lengths[group].max())
+        h = encode(ids[group, :n], mask[group, :n])
+        parts.append(torch.nn.functional.pad(h, (0, 0, 0, ids.shape[1] - n)))
+    return torch.cat(parts)[order.argsort()]  # back to input order
+
+
+def encode_windows(
+    encode: Encoder, inputs: dict[str, torch.Tensor], out_dim: int, pooling: str
+) -> TowerOut:
+    """The text tower around any encoder (torch, or an ONNX Runtime session): windows (B, C, L)
+    trimmed to what is used, empty windows skipped, tokens pooled over every real token."""
+    ids, mask = inputs["input_ids"].long(), inputs["attention_mask"].long()  # (B, C, L)
+    B, C, L = ids.shape
+    used = mask.sum(-1)  # (B, C) tokens per window
+    C_used = max(int((used > 0).sum(1).max()), 1)
+    L_used = max(int(used.max()), 1)
+    ids, mask = ids[:, :C_used, :L_used], mask[:, :C_used, :L_used]
+    flat_ids, flat_mask = ids.reshape(-1, L_used), mask.reshape(-1, L_used)
+    keep = flat_mask.any(-1)  # only non-empty windows go through the encoder
+    hidden = encode_grouped(encode, flat_ids[keep], flat_mask[keep])
+    tokens = hidden.new_zeros(B * C_used, L_used, out_dim)
+    tokens[keep] = hidden
+    if pooling == "cls":  # first token of each window
+        tokens = tokens[:, :1]
+        flat_mask = flat_mask[:, :1]
+    tokens = tokens.reshape(B, -1, out_dim)  # (B, C*L, D)
+    token_mask = flat_mask.reshape(B, -1).bool()  # (B, C*L)
+    w = token_mask.unsqueeze(-1).to(tokens.dtype)
+    pooled = (tokens * w).sum(1) / w.sum(1).clamp(min=1.0)  # mean over every real token
+    return TowerOut(pooled, tokens, token_mask)
