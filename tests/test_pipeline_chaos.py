@@ -59,7 +59,7 @@ def test_workers_and_actors_killed_again_and_again_every_row_once(ray_local, tmp
         rows = [{"id": f"t{i}", "text": s} for i, s in enumerate(texts(120))]
         rows += [
             {"id": f"i{i}", "text": "a photo", "image_url": srv.url(f"pause/coffee?{i}")}
-            for i in range(60)
+            for i in range(120)  # a job long enough for 4 kills on a warm cluster (~20 s was not)
         ]
         write_jsonl(tmp_path / "in/posts.jsonl", rows[::2] + rows[1::2])  # images spread out
         cfg = ScoreCfg(
