@@ -69,16 +69,24 @@ def load_runtime(
     if runtime == "onnx" or (path / "onnx.json").exists():
         from .ort import OrtClassifier
 
-        if (path / "onnx.json").exists():  # an export: it is what it is
-            return OrtClassifier(path)
-        precision = resolve_precision("onnx", precision, onnx_cuda())
-        return OrtClassifier(ensure_onnx(path, precision))
+        return OrtClassifier(onnx_dir(path, precision))
     model = load(path, device)
     model.precision = resolve_precision("torch", precision, model.device.type == "cuda")
     return model
 
 
-def ensure_onnx(checkpoint: str | Path, precision: str, log=None) -> Path:
+def onnx_dir(model_dir: str | Path | None, precision: str, cuda: bool | None = None) -> Path:
+    """The folder the onnx runtime loads: `model_dir` itself when it is an export, else the
+    checkpoint's export at the precision `precision` resolves to (found or built). `cuda`: whether
+    the CUDA provider is to be used (default: whether this onnxruntime has it)."""
+    path = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+    if (path / "onnx.json").exists():  # an export: it is what it is
+        return path
+    cuda = onnx_cuda() if cuda is None else cuda
+    return ensure_onnx(path, resolve_precision("onnx", precision, cuda))
+
+
+def ensure_onnx(checkpoint: str | Path, precision: str) -> Path:
     """The checkpoint's ONNX export at `precision`: found, or built (and cached)."""
     from .export import EXPORT_FORMAT, MANIFEST, export_onnx, fingerprint
 
@@ -100,7 +108,7 @@ def ensure_onnx(checkpoint: str | Path, precision: str, log=None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with _locked(out.with_name(out.name + ".lock")):
         if not fresh(out):  # another process may have built it while this one waited
-            (log or _say)(f"building the ONNX {precision} model of {checkpoint} in {out} (once)")
+            _say(f"building the ONNX {precision} model of {checkpoint} in {out} (once)")
             export_onnx(load(checkpoint, "cpu"), out, precision, checkpoint)
     return out
 

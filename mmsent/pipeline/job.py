@@ -112,13 +112,9 @@ def runtime_of(cfg: ScoreCfg) -> str:
 
 
 def prepare_onnx(cfg: ScoreCfg) -> None:
-    from ..models.checkpoint import DEFAULT_MODEL_DIR
-    from ..models.runtime import ensure_onnx, onnx_cuda, resolve_precision
+    from ..models.runtime import onnx_cuda, onnx_dir
 
-    path = Path(cfg.model_dir) if cfg.model_dir else DEFAULT_MODEL_DIR
-    if not (path / "onnx.json").exists():  # not an export already
-        cuda = onnx_cuda() and cfg.model_num_gpus > 0
-        ensure_onnx(path, resolve_precision("onnx", cfg.precision, cuda))
+    onnx_dir(cfg.model_dir, cfg.precision, cuda=onnx_cuda() and cfg.model_num_gpus > 0)
 
 
 def job_manifest(input_spec: str, plan: Plan, cfg: ScoreCfg, model_cfg: ModelCfg) -> dict:
