@@ -7,7 +7,10 @@
    runs, read -> preprocess tasks -> model actors, drained by the driver instead of written) vs.
    the same UDFs (read_unit -> preprocess -> ModelStage) in a plain single-process loop with
    torch on every core, in batches of model_batch_size, on the
-   same posts, text-only and text+image. The loop runs --seconds past its first batch; the Ray
+   same posts: text-only, text+image, and all four modalities ("four": text, a photo, tabular
+   columns and a 5 s 44.1 kHz voice-like clip on every post, scored by the default model's towers
+   plus a tabular and an audio tower, weights random: the cost, not the labels, is measured).
+   The loop runs --seconds past its first batch; the Ray
    pipeline then scores exactly those posts. Both rates count from the first scored batch on, so
    cluster start and model load are left out.
 2. Peak memory (PSS of a `mmsent score` process and of every process of its local Ray) of whole
@@ -37,11 +40,13 @@ from mmsent.config import ScoreCfg, load_config  # noqa: E402
 from mmsent.pipeline import ray_compat  # noqa: E402
 from mmsent.pipeline.job import build_dataset, model_config  # noqa: E402
 from mmsent.pipeline.output import output_fields  # noqa: E402
-from mmsent.pipeline.plan import make_plan  # noqa: E402
+from mmsent.pipeline.plan import make_plan, tabular_columns  # noqa: E402
 from mmsent.pipeline.stages import ModelStage, preprocess, read_unit  # noqa: E402
 
+PLATFORMS = ["x", "instagram", "tiktok", "reddit"]
 
-def write_dump(folder: Path, n: int, images: bool) -> str:
+
+def write_dump(folder: Path, n: int, images: bool, four: bool = False) -> str:
     from mmsent.sample_data import real_photos
     from mmsent.train.data import read_vader
 
@@ -51,18 +56,65 @@ def write_dump(folder: Path, n: int, images: bool) -> str:
     for name, data in real_photos(max_side=512):
         (folder / "img" / f"{name}.jpg").write_bytes(data)
         names.append(name)
+    clips = write_clips(folder / "audio") if four else []
     with open(folder / "posts.jsonl", "w") as f:
         for i in range(n):
             row = {"id": f"p{i}", "text": texts[(i * 7919) % len(texts)]}
-            if images:
+            if images or four:
                 row["image_url"] = f"img/{names[i % len(names)]}.jpg"
+            if four:
+                row["audio_url"] = clips[i % len(clips)]
+                row.update(likes=i * 37 % 5000, hour=i % 24, platform=PLATFORMS[i % 4])
+                row["verified"] = i % 5 == 0
             f.write(json.dumps(row) + "\n")
     return str(folder / "posts.jsonl")
 
 
+def write_clips(folder: Path, n: int = 8) -> list[str]:
+    """n different 5 s, 44.1 kHz mono WAVs: a voice-like buzz (harmonics of a gliding pitch)
+    in noise, the sample rate phones record at, so decoding includes resampling."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, rate = np.random.default_rng(0), 44_100
+    t = np.arange(5 * rate) / rate
+    out = []
+    for k in range(n):
+        pitch = 120 + 40 * k / n + 20 * np.sin(2 * np.pi * 0.5 * t)
+        phase = 2 * np.pi * np.cumsum(pitch) / rate
+        x = sum(np.sin(h * phase) / h for h in range(1, 8)) * 0.2 + rng.normal(0, 0.02, len(t))
+        sf.write(folder / f"clip{k}.wav", x.astype(np.float32), rate)
+        out.append(f"audio/clip{k}.wav")
+    return out
+
+
+def four_modality_model(folder: Path) -> str:
+    """The default model's text and image towers with a tabular and an audio tower and a fresh
+    fusion head, saved as a checkpoint (random head and new towers: a cost benchmark)."""
+    import torch
+
+    from mmsent.config import AudioTowerCfg, TabularTowerCfg
+    from mmsent.models.checkpoint import save
+    from mmsent.models.model import build_model
+
+    tab = TabularTowerCfg(
+        numeric=["likes", "hour"],
+        categorical=["platform", "verified"],
+        log_numeric=["likes"],
+        mean={"likes": 6.0, "hour": 11.5},
+        std={"likes": 2.0, "hour": 6.9},
+        vocab={"platform": PLATFORMS, "verified": ["false", "true"]},
+    )
+    cfg = dataclasses.replace(model_config(None), tabular=tab, audio=AudioTowerCfg())
+    torch.manual_seed(0)
+    return str(save(build_model(cfg), folder))
+
+
 def setup(path: str, cfg: ScoreCfg):
     model_cfg = model_config(cfg.model_dir)
-    plan = make_plan(path, cfg, {name for name, _ in output_fields(model_cfg)})
+    reserved = {name for name, _ in output_fields(model_cfg)}
+    plan = make_plan(path, cfg, reserved, tabular_columns(model_cfg))
     return plan, model_cfg, [{"file": plan.files[0], "skip": []}]
 
 
@@ -128,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mem-posts", type=int, default=500, help="N of the memory figure")
     ap.add_argument("--model", default=None, help="checkpoint directory (default: shipped model)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    ap.add_argument("--kinds", default="text-only,text+image", help="which posts to time")
+    ap.add_argument("--kinds", default="text-only,text+image,four", help="which posts to time")
     ap.add_argument(
         "--runtimes",
         default=None,
@@ -147,12 +199,17 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{'posts':12s} {'N':>6s} {'plain loop':>11s} {'Ray pipeline':>13s} {'ratio':>6s}  (posts/s)"
     )
-    for kind, images, pool in (("text-only", False, 40_000), ("text+image", True, 10_000)):
+    cases = (("text-only", False, 40_000), ("text+image", True, 10_000), ("four", True, 10_000))
+    for kind, images, pool in cases:
         if kind not in args.kinds.split(","):
             continue
-        path = write_dump(tmp / kind, pool, images)
+        four = kind == "four"
+        base = cfg
+        if four and not args.model:
+            cfg = dataclasses.replace(cfg, model_dir=four_modality_model(tmp / "four-model"))
+        path = write_dump(tmp / kind, pool, images, four)
         plain, n = plain_loop(path, cfg, args.seconds)
-        path = write_dump(tmp / f"{kind}-{n}", n, images)  # exactly the posts the loop scored
+        path = write_dump(tmp / f"{kind}-{n}", n, images, four)  # exactly the posts the loop scored
         piped = ray_pipeline(path, cfg)
         print(f"{kind:12s} {n:6d} {plain:11.1f} {piped:13.1f} {piped / plain:6.2f}", flush=True)
         if args.runtimes:
@@ -166,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
             first, last = list(med)[0], list(med)[-1]
             runs = "; ".join(f"{rt} {m:.1f} ({', '.join(f'{x:.1f}' for x in rates[rt])})" for rt, m in med.items())  # fmt: skip
             print(f"{kind:12s} {n:6d} Ray pipeline by runtime, posts/s: {runs}; {last}/{first} {med[last] / med[first]:.2f}", flush=True)  # fmt: skip
+        cfg = base
     n = args.mem_posts
     if not n:
         return

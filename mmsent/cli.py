@@ -6,7 +6,7 @@ mmsent serve [--config mmsent/presets/serve/<name>.yaml]
 mmsent train --config mmsent/presets/train/<name>.yaml
 mmsent evaluate MODEL_DIR DATA [--runtime onnx]
 mmsent export CHECKPOINT OUT --format onnx [--quantize int8]
-mmsent make-demo-data OUT
+mmsent make-demo-data OUT [--modalities text,image,tabular,audio]
 """
 
 from __future__ import annotations
@@ -33,26 +33,41 @@ def predict_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mmsent predict", description="Score one post; prints JSON.")
     ap.add_argument("--text", default=None, help="the post's text")
     ap.add_argument("--image", default=None, help="image path, file://, http(s):// or s3:// URL")
+    ap.add_argument("--audio", default=None, help="audio clip (WAV, FLAC, OGG, MP3): path or URL")
+    ap.add_argument(
+        "--tabular", default=None, help="tabular values as a JSON object: '{\"likes\": 12}'"
+    )
     ap.add_argument(
         "--model", default=None, help="checkpoint directory (default: the shipped model)"
     )
     add_runtime_args(ap)
     args = ap.parse_args(argv)
-    if args.text is None and args.image is None:
-        ap.error("give --text, --image or both")
+    if all(getattr(args, k) is None for k in ("text", "image", "audio", "tabular")):
+        ap.error("give at least one of --text, --image, --audio, --tabular")
+    try:
+        tabular = json.loads(args.tabular) if args.tabular is not None else None
+    except json.JSONDecodeError as e:
+        ap.error(f"--tabular: not JSON ({e})")
+    if tabular is not None and not isinstance(tabular, dict):
+        ap.error("--tabular: give a JSON object of column -> value")
+    from . import codes
     from .config import ConfigError, FetchCfg
     from .io.fetch import fetch
     from .predictor import Predictor
 
-    image, status, _ = fetch(args.image, FetchCfg()) if args.image else (None, None, None)
+    post = {"text": args.text, "tabular": tabular}
+    for medium in ("image", "audio"):
+        ref = getattr(args, medium)
+        data, status, _ = fetch(ref, FetchCfg()) if ref else (None, None, None)
+        if medium == "audio":
+            status = codes.audio_fetch(status)
+        post[medium], post[f"{medium}_status"] = data, None if data is not None else status
     try:
         predictor = Predictor(args.model, runtime=args.runtime, precision=args.precision)
     except ConfigError as e:
         print(f"mmsent predict: {e}", file=sys.stderr)
         return 2
-    [result] = predictor.predict(
-        [{"text": args.text, "image": image, "image_status": None if image is not None else status}]
-    )
+    [result] = predictor.predict([post])
     print(json.dumps(result, indent=2))
     return 0 if result["label"] is not None else 1
 

@@ -49,6 +49,14 @@ AUDIO_TOO_LONG = "audio_too_long"  # longer than max_seconds (and not truncated)
 AUDIO_TOO_SHORT = "audio_too_short"  # shorter than min_seconds (no frames, a few samples)
 AUDIO_SILENT = "audio_silent"  # peak below silence_dbfs: nothing to hear
 
+# Audio errors: fetching the bytes (the one fetcher's image_* codes, as audio_*: audio_fetch).
+AUDIO_NOT_FOUND = "audio_not_found"
+AUDIO_FETCH_TIMEOUT = "audio_fetch_timeout"
+AUDIO_FETCH_ERROR = "audio_fetch_error"
+AUDIO_URL_INVALID = "audio_url_invalid"
+AUDIO_URL_FORBIDDEN = "audio_url_forbidden"
+AUDIO_NOT_A_FILE = "audio_not_a_file"
+
 # Tabular errors (mmsent.tabular.encode_tabular).
 TABULAR_INVALID = "tabular_invalid"  # a value that is not a number / category; it counts as missing
 
@@ -67,6 +75,7 @@ MALFORMED_REQUEST = "malformed_request"  # 422: not JSON, wrong fields or types
 TOO_MANY_POSTS = "too_many_posts"  # 422
 BODY_TOO_LARGE = "body_too_large"  # 413
 IMAGE_BASE64_INVALID = "image_base64_invalid"  # 422
+AUDIO_BASE64_INVALID = "audio_base64_invalid"  # 422
 INVALID_POSTS = "invalid_posts"  # 422/413: unusable inputs; `details` has per-post codes
 UNAUTHORIZED = "unauthorized"  # 401
 REQUEST_IMAGES_TOO_LARGE = (
@@ -77,15 +86,39 @@ NOT_FOUND = "not_found"  # 404 / 405
 # INTERNAL_ERROR (above) is also a post's code in a 422's `details`; a bare 500 only for a server fault
 
 NOT_ERRORS = {OK, MISSING, UNUSED}
+# modalities with a <m>_status in every output: inputs every job and request may carry (a model
+# without the tower says "unused"); the others (tabular: columns the model names) only with it
+ALWAYS_STATUS = ("text", "image", "audio")
+_AS_AUDIO = {
+    IMAGE_NOT_FOUND: AUDIO_NOT_FOUND,
+    IMAGE_FETCH_TIMEOUT: AUDIO_FETCH_TIMEOUT,
+    IMAGE_FETCH_ERROR: AUDIO_FETCH_ERROR,
+    IMAGE_URL_INVALID: AUDIO_URL_INVALID,
+    IMAGE_URL_FORBIDDEN: AUDIO_URL_FORBIDDEN,
+    IMAGE_NOT_A_FILE: AUDIO_NOT_A_FILE,
+    IMAGE_BYTES_TOO_LARGE: AUDIO_BYTES_TOO_LARGE,
+}
+
+
+def audio_fetch(status: str | None) -> str | None:
+    """A code of the one fetcher (mmsent.io.fetch names its codes image_*) for an audio clip."""
+    return _AS_AUDIO.get(status, status)
+
+
+def status_modalities(modalities: list[str]) -> list[str]:
+    """The modalities with a <m>_status column in the output of a model reading `modalities`."""
+    from .config import MODALITIES
+
+    return [m for m in MODALITIES if m in ALWAYS_STATUS or m in modalities]
 
 
 def is_error(status: str | None) -> bool:
     return status is not None and status not in NOT_ERRORS
 
 
-def row_error(statuses: dict[str, str]) -> str | None:
-    """The row's error code: the first modality error, or None."""
-    for status in statuses.values():
+def row_error(statuses) -> str | None:
+    """The row's error code: the first modality error (in status_modalities order), or None."""
+    for status in statuses:
         if is_error(status):
             return status
     return None
@@ -107,7 +140,7 @@ def prediction_to_json(
         "confidence": num(row["confidence"]),
         "modalities_used": [m for m in row["modalities"].split("+") if m],
         "fusion_weights": weights if any(v is not None for v in weights.values()) else None,
-        "status": {m: row[f"{m}_status"] for m in ("text", "image")},
+        "status": {m: row[f"{m}_status"] for m in status_modalities(modalities)},
         "error": row["error"],
         "model": {"name": row["model_name"], "version": row["model_version"]},
     }

@@ -20,6 +20,8 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"  # shipped in the package (wheel too)
 RUNTIMES = ("torch", "onnx")  # what runs the model (mmsent.models.runtime)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+# every modality a model may read, in the order of its fusion weights (ModelCfg.modalities)
+MODALITIES = ("text", "image", "tabular", "audio")
 
 
 @dataclass
@@ -148,13 +150,15 @@ class ModelCfg:
     labels: list[str] = field(default_factory=lambda: ["negative", "neutral", "positive"])
     text: TextTowerCfg | None = field(default_factory=TextTowerCfg)
     image: ImageTowerCfg | None = field(default_factory=ImageTowerCfg)
+    tabular: TabularTowerCfg | None = None  # columns named here are read from each post
+    audio: AudioTowerCfg | None = None
     fusion: FusionCfg = field(default_factory=FusionCfg)
     preprocess: PreprocessCfg = field(default_factory=PreprocessCfg)
     description: str = ""
 
     def modalities(self) -> list[str]:
         """Modalities this model reads, in a fixed order (the order of fusion weights)."""
-        return [m for m in ("text", "image") if getattr(self, m) is not None]
+        return [m for m in MODALITIES if getattr(self, m) is not None]
 
 
 @dataclass
@@ -186,7 +190,8 @@ class FetchCfg:
 
 @dataclass
 class ServeFetchCfg(FetchCfg):
-    """Image-URL fetching for the online API: safe defaults, so a partial override keeps the guard."""
+    """Image- and audio-URL fetching for the online API: safe defaults, so a partial override
+    keeps the guard."""
 
     timeout_s: float = 5.0
     retries: int = 1
@@ -209,7 +214,10 @@ class ServeCfg:
     max_posts: int = 32  # posts in one request (more: 422)
     max_body_bytes: int = 16 * 1024 * 1024  # request body (more: 413)
     max_image_bytes: int = 8 * 1024 * 1024  # one image: uploaded, base64 or fetched (more: 413)
-    # all image bytes of one request (uploaded, base64, fetched; fetches stop at it): more is 413
+    # one audio clip, likewise (the lower of this and the checkpoint's audio cap applies)
+    max_audio_bytes: int = 8 * 1024 * 1024
+    # all image and audio bytes of one request (uploaded, base64, fetched; fetches stop at it):
+    # more is 413 (named before audio came; one budget: what a request holds in memory)
     max_request_image_bytes: int = 32 * 1024 * 1024
     # pixels decoded per image (the lower of this and the checkpoint's preprocess cap; more: 413):
     # refused before decoding (the size is in the header); a 7000x7000 PNG takes ~0.7 s to decode
@@ -228,6 +236,7 @@ class ServeCfg:
             "max_posts",
             "max_body_bytes",
             "max_image_bytes",
+            "max_audio_bytes",
             "max_request_image_bytes",
             "max_image_pixels",
             "decode_slots",
@@ -310,6 +319,7 @@ class DataCfg:
     image_column: str | None = (
         "image"  # path (relative to the data file), file://, http(s)://, s3://
     )
+    audio_column: str | None = "audio"  # as image_column
     label_column: str = "label"
     group_column: str | None = None  # splits stratify by it; ablations are reported per group
     id_column: str | None = "id"  # kept in the split files when present
@@ -352,6 +362,8 @@ class ScoreColumnsCfg:
     text: str = "text"
     # URL or path (relative: to the input file's folder, and inside it; see ReadCfg), or bytes
     image: str = "image_url"
+    audio: str = "audio_url"  # as `image`: URL, path or bytes (WAV, FLAC, OGG, MP3)
+    # tabular columns are the model's own (model.tabular.numeric + categorical), read by name
     passthrough: list[str] | None = None  # copied to the output; None: all other columns
 
 

@@ -7,8 +7,8 @@
     predictor.predict([{"text": "I love this!", "image": jpeg_bytes}])  # -> list of JSON dicts
 
 Output columns (also the Parquet schema of bulk scoring): label, score_<label> for every label,
-confidence, modalities ("text+image"), weight_<modality>, text_status, image_status, error,
-model_name, model_version. A row with no usable modality keeps label None, scores NaN and an error.
+confidence, modalities ("text+image"), weight_<modality>, <modality>_status (codes.
+status_modalities), error, model_name, model_version. A row with no usable modality keeps label None, scores NaN and an error.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from . import codes
 from .boundary import concat_columns, describe, isolate, take
 from .models.checkpoint import read_meta
 from .models.runtime import load_runtime
-from .preprocess import MODEL_KEYS, Preprocessor, to_tensors, unpack_pixels
+from .preprocess import MODEL_KEYS, Preprocessor, to_tensors, unpack_batch
 
 INTERNAL_COLUMNS = set(MODEL_KEYS) | {"text_chunks"}
 
@@ -43,7 +43,7 @@ class ModelRunner:
         self.cfg = self.model.cfg
         self.modalities = self.cfg.modalities()
         self.meta = read_meta(model_dir)
-        self.image_size = self.cfg.image.image_size if self.cfg.image else 0
+        self.status_modalities = codes.status_modalities(self.modalities)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Preprocessed batch (pixels dense or `pack_pixels`ed) -> its non-model columns plus the
@@ -83,7 +83,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def _forward(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch = unpack_pixels(batch, self.image_size)
+        batch = unpack_batch(batch, self.cfg)
         n = len(batch["text_status"])
         out = {k: v for k, v in batch.items() if k not in INTERNAL_COLUMNS}
         out.setdefault("error_detail", np.full(n, None, dtype=object))
@@ -118,14 +118,11 @@ class ModelRunner:
         )
         for i, m in enumerate(self.modalities):
             out[f"weight_{m}"] = weights[:, i]
-        statuses = [
-            {"text": t, "image": im}
-            for t, im in zip(batch["text_status"], batch["image_status"], strict=True)
-        ]
+        statuses = [batch[f"{m}_status"] for m in self.status_modalities]
         out["error"] = np.array(
             [
                 codes.row_error(st) or (None if u else codes.NO_USABLE_INPUT)
-                for st, u in zip(statuses, usable, strict=True)
+                for st, u in zip(zip(*statuses, strict=True), usable, strict=True)
             ],
             dtype=object,
         )
@@ -152,13 +149,18 @@ class Predictor:
         return self.runner.cfg
 
     def predict(self, posts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """posts: {"text": str | None, "image": bytes | None, "image_status": fetch error or None}."""
+        """posts: {"text": str | None, "image": bytes | None, "image_status": fetch error or None,
+        "audio": bytes | None, "audio_status": ..., "tabular": {column: value} | None}."""
         if not posts:
             return []
+        get = lambda key: [p.get(key) for p in posts]  # noqa: E731
         batch = self.pre(
-            [p.get("text") for p in posts],
-            [p.get("image") for p in posts],
-            [p.get("image_status") for p in posts],
+            get("text"),
+            get("image"),
+            get("image_status"),
+            audio=get("audio"),
+            audio_status=get("audio_status"),
+            tabular=get("tabular"),
         )
         rows = codes.rows_from_columns(self.runner(batch))
         return [codes.prediction_to_json(r, self.cfg.labels, self.runner.modalities) for r in rows]

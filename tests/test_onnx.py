@@ -5,6 +5,7 @@ a reproducible cache rebuilt for a changed checkpoint, `mmsent export` and `mmse
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -18,18 +19,20 @@ from mmsent.models.model import build_model
 from mmsent.models.ort import OrtClassifier
 from mmsent.models.runtime import ensure_onnx, load_runtime, resolve_precision
 from mmsent.predictor import ModelRunner, Predictor
-from mmsent.preprocess import Preprocessor, to_tensors
+from mmsent.preprocess import Preprocessor, pack_batch, to_tensors
 from mmsent.testing import tiny_model_cfg
 
 CALIBRATION = ["what a lovely day", "this is awful", "meh, it was ok I guess"] * 4
 
 
-def checkpoint(path: Path, encoders, head: str = "gated", seed: int = 0) -> Path:
+def checkpoint(path: Path, encoders, head="gated", seed=0, four=False, scale=20.0) -> Path:
+    """`four`: with the tabular and audio towers too. `scale`: of the head's weights; the four
+    towers' model saturates its probabilities at 0 and 1 with 20, at 2 it has 0.64-0.997."""
     torch.manual_seed(seed)
-    model = build_model(tiny_model_cfg(*encoders, head=head))
+    model = build_model(tiny_model_cfg(*encoders, head=head, tabular=four, audio=four))
     with torch.no_grad():  # a random head that is not near-uniform: labels differ between posts
         for p in model.head.parameters():
-            p.mul_(20)
+            p.mul_(scale)
     return save(model, path)
 
 
@@ -43,7 +46,7 @@ def posts_batch(cfg, photos):
 
 @pytest.mark.parametrize("head", ["gated", "cross_attention", "attention", "concat", "late"])
 def test_fp32_export_matches_torch(tmp_path, encoders, photos, head):
-    ckpt = checkpoint(tmp_path / "ckpt", encoders, head)
+    ckpt = checkpoint(tmp_path / "ckpt", encoders, head, scale=2)  # logits of a few units
     model = load(ckpt, "cpu")
     manifest = export_onnx(model, tmp_path / "onnx", "fp32", ckpt)
     assert manifest["modalities"] == ["text", "image"] and manifest["fingerprint"]
@@ -65,7 +68,7 @@ _KEYS = ("input_ids", "attention_mask", "has_text", "pixels", "has_image")
 
 def test_runner_columns_are_the_torch_runners(tmp_path, encoders, photos):
     """Same output columns, statuses, errors and presence mask; scores equal to 1e-4."""
-    ckpt = checkpoint(tmp_path / "ckpt", encoders)
+    ckpt = checkpoint(tmp_path / "ckpt", encoders, scale=2)  # probabilities not all 0 / 1
     export_onnx(load(ckpt, "cpu"), tmp_path / "onnx", "fp32", ckpt)
     torch_runner, onnx_runner = ModelRunner(ckpt, "cpu"), ModelRunner(tmp_path / "onnx")
     assert onnx_runner.model.runtime == "onnx" and onnx_runner.model.precision == "fp32"
@@ -135,6 +138,78 @@ def test_int8_export_rechecks_uncertain_posts(tmp_path, encoders, photos):
     with torch.inference_mode():
         a, b = torch_runner.model(tensors).logits, int8.model(tensors).logits
     assert 0 < float((a - b).abs().max()) < 0.1 * float(a.abs().max())
+
+
+def wav(seconds: float, hz: float) -> bytes:
+    import soundfile
+
+    t = np.arange(int(16000 * seconds)) / 16000
+    buf = io.BytesIO()
+    soundfile.write(buf, 0.3 * np.sin(2 * np.pi * hz * t), 16000, format="WAV")
+    return buf.getvalue()
+
+
+def four_batch(cfg, photos):
+    """The four modalities in many combinations; the last post has nothing usable."""
+    a, b, full = wav(0.5, 440), wav(1.2, 220), wav(2.0, 330)  # full: max_seconds, no padding
+    rows = [  # text, image, audio, tabular
+        ("good day", photos[0], a, {"likes": 40, "platform": "x", "verified": "true"}),
+        (None, None, b, None),
+        (None, None, None, {"hour": 3, "platform": "tiktok"}),
+        ("so long " * 30, None, full, None),
+        (None, photos[1], None, {"likes": 2, "hour": 20, "platform": "other", "verified": "false"}),
+        ("fine", b"not an image", b"not audio", {"likes": "lots"}),
+        (None, photos[2], a, None),
+        (None, None, None, None),
+    ]
+    texts, images, audio, tabular = map(list, zip(*rows, strict=True))
+    return Preprocessor(cfg)(texts, images, audio=audio, tabular=tabular)
+
+
+FOUR = ["text+image+tabular+audio", "audio", "tabular", "text+audio", "image+tabular", "text", "image+audio", ""]  # fmt: skip
+
+
+@pytest.mark.parametrize("head", ["gated", "cross_attention"])
+def test_four_modalities_match_torch(tmp_path, encoders, photos, head):
+    """Tabular and audio graphs beside text and image: the torch runner's columns, probabilities
+    to 1e-4, on every presence pattern and on batches where a whole modality is absent."""
+    ckpt = checkpoint(tmp_path / "ckpt", encoders, head, four=True, scale=2)
+    manifest = export_onnx(load(ckpt, "cpu"), tmp_path / "onnx", "fp32", ckpt)
+    assert manifest["modalities"] == ["text", "image", "tabular", "audio"]
+    torch_runner, onnx_runner = ModelRunner(ckpt, "cpu"), ModelRunner(tmp_path / "onnx")
+    batch = four_batch(torch_runner.cfg, photos)
+    for rows in (range(8), [1, 2, 3, 5], [0, 5, 6], [4]):  # all; no image; no tabular; no text
+        sub = {k: v[list(rows)] for k, v in batch.items()}
+        want, got = torch_runner(dict(sub)), onnx_runner(pack_batch(sub))  # packed: as Ray moves it
+        assert sorted(got) == sorted(want)
+        assert got["modalities"].tolist() == want["modalities"].tolist() == [FOUR[i] for i in rows]
+        for k, v in want.items():
+            if v.dtype.kind == "f":
+                np.testing.assert_allclose(got[k], v, atol=1e-4, equal_nan=True, err_msg=k)
+            else:
+                assert got[k].tolist() == v.tolist(), k
+    tensors = to_tensors({k: v[:-1] for k, v in batch.items()})  # the usable posts
+    with torch.inference_mode():
+        want, got = torch_runner.model(tensors), onnx_runner.model(tensors)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
+    assert float((got.logits.softmax(-1) - want.logits.softmax(-1)).abs().max()) < 1e-4
+    torch.testing.assert_close(got.weights, want.weights, atol=1e-4, rtol=1e-4)
+    if want.attention is not None:  # over the image's, tabular's and audio's tokens
+        torch.testing.assert_close(got.attention, want.attention, atol=1e-4, rtol=1e-4)
+
+
+def test_int8_export_of_four_modalities(tmp_path, encoders, photos):
+    """int8 quantizes the text encoder only: the other graphs are fp32's, labels torch's."""
+    ckpt = checkpoint(tmp_path / "ckpt", encoders, four=True, scale=2)
+    manifest = export_onnx(load(ckpt, "cpu"), tmp_path / "int8", "int8", ckpt, CALIBRATION)
+    assert [m for m, g in manifest["graphs"].items() if "int8" in g] == ["text"]
+    files = {p.name for p in (tmp_path / "int8").glob("*.onnx")}
+    assert files == {"text.onnx", "text-fp32.onnx", "image.onnx", "tabular.onnx", "audio.onnx", "head.onnx"}  # fmt: skip
+    torch_runner, int8 = ModelRunner(ckpt, "cpu"), ModelRunner(tmp_path / "int8")
+    batch = four_batch(torch_runner.cfg, photos)
+    want, got = torch_runner(dict(batch)), int8(dict(batch))
+    assert got["label"].tolist() == want["label"].tolist()
+    np.testing.assert_allclose(got["score_positive"], want["score_positive"], atol=0.05, equal_nan=True)  # fmt: skip
 
 
 def _digests(folder: Path) -> dict[str, str]:

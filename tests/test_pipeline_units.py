@@ -226,6 +226,7 @@ def test_output_table_from_ray_shaped_columns():
         "weight_image": nan2,
         "text_status": np.array(["ok", "empty_text"], dtype=object),
         "image_status": np.array(["missing", "missing"], dtype=object),
+        "audio_status": np.array(["missing", "missing"], dtype=object),
         "error": np.array([None, "empty_text"], dtype=object),
         "error_detail": nan2,
         "model_name": np.array(["m", "m"], dtype=object),

@@ -17,9 +17,9 @@ from mmsent.preprocess import (
     Preprocessor,
     clean_text,
     decode_image,
-    pack_pixels,
+    pack_batch,
     resolve_text_path,
-    unpack_pixels,
+    unpack_batch,
 )
 from mmsent.sample_data import photo_files
 
@@ -201,12 +201,12 @@ def test_batch_statuses_and_long_texts_are_chunked():
 def test_packed_pixels_round_trip_and_carry_no_blank_images():
     pre = Preprocessor(ModelCfg())
     b = pre(["a", "b", "c"], [encode(halves(), "JPEG"), None, b"nope"])
-    packed = pack_pixels(b)
+    packed = pack_batch(b)
     assert [len(p) for p in packed["pixels"]] == [224 * 224 * 3, 0, 0]
-    back = unpack_pixels(packed, 224)
+    back = unpack_batch(packed, pre.cfg)
     assert back["pixels"].shape == b["pixels"].shape and np.array_equal(back["pixels"], b["pixels"])
-    text_only = {"has_image": np.zeros(2, bool), "pixels": np.zeros((2, 8, 8, 3), np.uint8)}
-    assert unpack_pixels(pack_pixels(text_only), 8)["pixels"].shape == (2, 8, 8, 3)
+    text_only = {"has_image": np.zeros(2, bool), "pixels": np.zeros((2, 224, 224, 3), np.uint8)}
+    assert unpack_batch(pack_batch(text_only), pre.cfg)["pixels"].shape == (2, 224, 224, 3)
 
 
 def test_tokenizer_matches_autotokenizer_and_decoding_needs_no_torch():

@@ -193,7 +193,11 @@ def test_list_request_agrees_with_the_predictor_in_order(api):
     assert [g.get("id") for g in got] == [1, "two", None, None]
     for g, w in zip(got, want, strict=True):
         assert_same(g, w)
-    assert got[3]["status"] == {"text": codes.EMPTY_TEXT, "image": codes.OK}
+    assert got[3]["status"] == {
+        "text": codes.EMPTY_TEXT,
+        "image": codes.OK,
+        "audio": codes.MISSING,  # every prediction has it; a model without audio says "unused"
+    }
 
 
 def _hostile(api) -> list[tuple[str, dict, int, str]]:

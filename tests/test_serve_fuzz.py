@@ -1,6 +1,6 @@
 """Property-based fuzzing of the Serve request model, without HTTP or Ray: `parse_json` on random
 JSON values and random bytes, and the ingress's whole parse -> images -> preprocess path
-(mmsent.serve.parse, images and scoring, with the ingress's own Preprocessor of the tiny
+(mmsent.serve.parse, media and scoring, with the ingress's own Preprocessor of the tiny
 checkpoint) on post-shaped JSON with real, mutated and garbage images. The properties: nothing but a RequestError escapes,
 every RequestError is a 4xx with codes from mmsent.codes and a body that renders as JSON, a
 request that passes has one model input per post and ids that can be echoed back, and a re-run
@@ -28,9 +28,9 @@ from mmsent.config import ModelCfg, ServeCfg, from_dict
 from mmsent.models.checkpoint import read_meta
 from mmsent.sample_data import real_photos
 from mmsent.serve.errors import ErrorJSON, RequestError
-from mmsent.serve.images import load_images
+from mmsent.serve.media import load_media
 from mmsent.serve.parse import parse_json
-from mmsent.serve.scoring import preprocess, serve_preprocessor
+from mmsent.serve.scoring import fetch_caps, preprocess, serve_preprocessor
 
 settings.register_profile(
     "long",
@@ -76,8 +76,9 @@ def outcome(body: bytes, cfg: ServeCfg, pre=None) -> tuple:
         json.dumps([p.id for p in posts], ensure_ascii=False).encode()  # echoed back in UTF-8
         if pre is None:
             return ("parsed", single, len(posts))
-        images, known = load_images(posts, cfg.fetch, cfg.max_request_image_bytes)
-        batch = preprocess(pre, posts, images, known, single)
+        caps = fetch_caps(pre.cfg, cfg)
+        media = load_media(posts, cfg.fetch, caps, cfg.max_request_image_bytes)
+        batch = preprocess(pre, posts, media, single)
     except RequestError as e:
         assert 400 <= e.status < 500, e.body()
         assert {e.code, *(d["code"] for d in e.details)} <= CODES, e.body()
@@ -117,7 +118,7 @@ def test_parse_json_on_random_bytes(ingress, body):
     assert outcome(body, cfg) == outcome(body, cfg)
 
 
-# --- post-shaped JSON with images and URLs -> parse_json -> load_images -> preprocess
+# --- post-shaped JSON with images and URLs -> parse_json -> load_media -> preprocess
 
 
 def _encoded(im: Image.Image, fmt: str) -> bytes:

@@ -194,7 +194,11 @@ def test_invisible_text_next_to_an_image_is_empty_text_and_the_image_is_scored(a
         r = send(api, json={"text": text, "image_base64": b64(api.photo)})
         assert r.status_code == 200, r.text
         got = r.json()
-        assert got["status"] == {"text": codes.EMPTY_TEXT, "image": codes.OK}
+        assert got["status"] == {
+            "text": codes.EMPTY_TEXT,
+            "image": codes.OK,
+            "audio": codes.MISSING,
+        }
         assert got["modalities_used"] == ["image"]
 
 

@@ -7,18 +7,25 @@ One graph per part, not one graph in all, so a post without an image never runs 
 and a text-only model has none; what joins them (text windows, length-sorted groups, the rows
 where each modality is present) is the torch glue the torch runtime runs too (models/model.py).
 
-    text.onnx   input_ids, attention_mask (N, L) int64 -> hidden (N, L, D)   adapters merged in
-    image.onnx  pixels (B, S, S, 3) uint8 -> pooled (B, D), tokens (B, T, D)
-    head.onnx   <m>_pooled, <m>_tokens, <m>_mask, <m>_present per modality -> logits [, weights
-                [, attention]]
+    text.onnx     input_ids, attention_mask (N, L) int64 -> hidden (N, L, D)   adapters merged in
+    image.onnx    pixels (B, S, S, 3) uint8 -> pooled (B, D), tokens (B, T, D)   all tokens real
+    tabular.onnx  tab_num (B, N) float32, tab_cat (B, C) int32, tab_missing (B, N + C) bool
+                  -> pooled (B, D), tokens (B, N + C, D), mask (B, N + C) bool
+    audio.onnx    mel (B, n_mels, T) float16, mel_mask (B, T) bool -> pooled (B, D),
+                  tokens (B, T', D), mask (B, T') bool   T = AudioCfg.frames(), T' = T / 2**blocks
+    head.onnx     <m>_pooled, <m>_tokens, <m>_mask, <m>_present per modality -> logits [, weights
+                  [, attention]]
+
+A tower graph takes its inputs in the dtypes the Preprocessor gives them and casts inside; the
+audio graph's time axis is fixed (audio.py's max_pool1d of the mask specialises it in export).
 
 int8: the text encoder's MatMuls are dynamically quantized (int8 weights per channel, activations
 per call), smoothed and bias-corrected per layer on calibration texts (models/int8.py); a post
 whose int8 labels are close (RECHECK_MARGIN) is scored again with the fp32 text graph, which the
-folder also holds (text-fp32.onnx). The image tower and the head stay fp32 (docs/runtime.md has
-the measurements that decided both). The folder is self-describing: config.json (the
-checkpoint's, preprocessing included), onnx.json (the manifest: graphs, versions, the checkpoint's
-fingerprint, the parity report) and tokenizer/.
+folder also holds (text-fp32.onnx). The other towers and the head stay fp32 (docs/runtime.md has
+the image tower's measurements). The folder is self-describing: config.json (the checkpoint's,
+preprocessing included), onnx.json (the manifest: graphs, versions, the checkpoint's fingerprint,
+the parity report) and tokenizer/.
 """
 
 from __future__ import annotations
@@ -63,14 +70,16 @@ class _TextGraph(nn.Module):
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-class _ImageGraph(nn.Module):
-    def __init__(self, tower: nn.Module):
-        super().__init__()
-        self.tower = tower
+class _TowerGraph(nn.Module):
+    """A non-text tower on its `input_keys` -> pooled, tokens [, mask]."""
 
-    def forward(self, pixels):
-        out = self.tower({"pixels": pixels})
-        return out.pooled, out.tokens
+    def __init__(self, tower: nn.Module, mask: bool):
+        super().__init__()
+        self.tower, self.mask = tower, mask
+
+    def forward(self, *inputs):
+        out = self.tower(dict(zip(self.tower.input_keys, inputs, strict=True)))
+        return (out.pooled, out.tokens, out.token_mask) if self.mask else (out.pooled, out.tokens)
 
 
 class _HeadGraph(nn.Module):
@@ -88,6 +97,33 @@ class _HeadGraph(nn.Module):
     def forward(self, *flat):
         out = self.head(*self.unflatten(flat))
         return tuple(x for x in (out.logits, out.weights, out.attention) if x is not None)
+
+
+# towers whose tokens are all real (a grid of patches): their graphs give no mask, the runtime
+# makes an all-true one
+_FULL_MASK = ("image",)
+
+
+def _tower_inputs(m: str, cfg, rng: torch.Generator) -> dict[str, torch.Tensor]:
+    """Example inputs of a non-text tower in the dtypes the Preprocessor gives them (the graph
+    takes those and casts inside), some rows padded or missing so that masks are not all true."""
+    B = _EXAMPLE_B
+    if m == "image":
+        S = cfg.image.image_size
+        return {"pixels": torch.randint(0, 255, (B, S, S, 3), dtype=torch.uint8, generator=rng)}
+    if m == "tabular":
+        n, c = len(cfg.tabular.numeric), len(cfg.tabular.categorical)
+        return {
+            "tab_num": torch.randn(B, n, generator=rng),
+            "tab_cat": torch.randint(0, 3, (B, c), dtype=torch.int32, generator=rng),
+            "tab_missing": torch.rand(B, n + c, generator=rng) < 0.3,
+        }
+    if m == "audio":
+        f = cfg.audio.features
+        T = f.frames()
+        mask = torch.arange(T) < torch.tensor([T, T // 2, 5])[:, None]  # (B, T): three lengths
+        return {"mel": torch.randn(B, f.n_mels, T, generator=rng).half(), "mel_mask": mask}
+    raise ValueError(f"no ONNX export for a {m!r} tower")
 
 
 def fingerprint(checkpoint: str | Path) -> str:
@@ -182,13 +218,14 @@ def _export_graphs(model, out: Path, precision: str, calibration) -> dict[str, d
                     graphs[m]["int8"] = _quantize_text(out / "text.onnx", graph.plan)
                 examples[m] = tower({"input_ids": ids[:, None], "attention_mask": mask[:, None]})
             else:
-                S = getattr(model.cfg, m).image_size
-                px = torch.randint(0, 255, (_EXAMPLE_B, S, S, 3), dtype=torch.uint8, generator=rng)
-                path = out / f"{m}.onnx"
-                _export(_ImageGraph(tower), (px,), path, {"pixels": {0: B}}, ["pooled", "tokens"])
+                inputs, keys = _tower_inputs(m, model.cfg, rng), list(tower.input_keys)
+                outputs = ["pooled", "tokens"] + ([] if m in _FULL_MASK else ["mask"])
+                graph, path = _TowerGraph(tower, "mask" in outputs), out / f"{m}.onnx"
+                args, axes = tuple(inputs[k] for k in keys), {"inputs": ({0: B},) * len(keys)}
+                _export(graph, args, path, axes, outputs, keys)
                 graphs[m] = {"file": path.name, "out_dim": tower.out_dim}
                 graphs[m]["cpu_chunk"] = tower.cpu_chunk
-                examples[m] = tower({"pixels": px})
+                examples[m] = tower(inputs)
         mods = model.cfg.modalities()
         flat, names, shapes = [], [], []
         for m in mods:

@@ -62,23 +62,39 @@ class _TextGraph:
         return encode_windows(self._encode, inputs, self.out_dim, self.pooling)
 
 
-class _ImageGraph:
-    input_keys = ("pixels",)
+# ONNX Runtime's type names -> numpy's, for the tower graphs' inputs
+_DTYPES = {
+    "tensor(bool)": np.bool_,
+    "tensor(uint8)": np.uint8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(float16)": np.float16,
+    "tensor(float)": np.float32,
+}
+
+
+class _TowerGraph:
+    """A non-text tower's graph: its inputs as the graph declares them (uint8 masks of a packed
+    batch become bool) -> pooled, tokens [, mask]; a graph without a mask has only real tokens."""
 
     def __init__(self, session, out_dim: int, cpu_chunk: int | None):
         self.session, self.out_dim, self.cpu_chunk = session, out_dim, cpu_chunk
+        self.dtypes = {i.name: _DTYPES[i.type] for i in session.get_inputs()}
+        self.input_keys = tuple(self.dtypes)
+        self.outputs = [o.name for o in session.get_outputs()]
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> TowerOut:
-        pooled, tokens = self.session.run(["pooled", "tokens"], {"pixels": _np(inputs["pixels"])})
-        tokens = torch.from_numpy(tokens)
-        mask = torch.ones(tokens.shape[:2], dtype=torch.bool)
-        return TowerOut(torch.from_numpy(pooled), tokens, mask)
+        feed = {k: _np(inputs[k]).astype(t, copy=False) for k, t in self.dtypes.items()}
+        pooled, tokens, *mask = map(torch.from_numpy, self.session.run(self.outputs, feed))
+        mask = mask[0] if mask else torch.ones(tokens.shape[:2], dtype=torch.bool)
+        return TowerOut(pooled, tokens, mask)
 
 
 class _HeadGraph:
     def __init__(self, session, outputs: list[str]):
         self.session, self.outputs = session, outputs
-        # name -> token count where the graph fixed it (image grids); the exporter drops unused inputs
+        # name -> token count where the graph fixed it (image, tabular, audio); the exporter drops
+        # unused inputs
         self.inputs = {
             i.name: i.shape[1] if len(i.shape) > 1 else None for i in session.get_inputs()
         }
@@ -128,7 +144,7 @@ class OrtClassifier:
                     self.recheck_towers = {m: _TextGraph(fp32, g["out_dim"], self.cfg.text.pooling)}
                     self.recheck_margin = g["recheck_margin"]
             else:
-                self.towers[m] = _ImageGraph(session, g["out_dim"], g.get("cpu_chunk"))
+                self.towers[m] = _TowerGraph(session, g["out_dim"], g.get("cpu_chunk"))
         self.posts = self.rechecked = 0  # counts: how many posts the fp32 recheck took
         head = graphs["head"]
         self.head = _HeadGraph(_session(path / head["file"], threads), head["outputs"])

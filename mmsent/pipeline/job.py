@@ -6,7 +6,8 @@ The graph (streaming: blocks flow through all stages at once, memory stays bound
 
     from_items(one unit per input file)
       -> read_unit      tasks, read_num_cpus          rows not yet written, blocks of B rows
-      -> FetchStage     actors, no CPU, many blocks at once: image bytes (when the model reads them)
+      -> FetchStage     actors, no CPU, many blocks at once: image and audio bytes (those the
+                        model reads)
       -> preprocess     tasks, preprocess_num_cpus    Preprocessor (decode, tokenize)
       -> ModelStage     ActorPoolStrategy(min, max), model_num_cpus / model_num_gpus
       -> write_parquet  OUTPUT/*.parquet, at most max_rows_per_file rows each
@@ -28,7 +29,8 @@ from ..io.dumps import filesystem, to_uri
 from ..models.checkpoint import read_meta
 from . import lease, ray_compat, resume
 from .output import output_fields
-from .plan import Plan, make_plan
+from .plan import Plan, make_plan, tabular_columns
+from .rows import FETCHED
 from .stages import FetchStage, ModelStage, preprocess, read_unit
 from .summary import account
 
@@ -58,12 +60,13 @@ def preprocessed_dataset(plan: Plan, units: list[dict], cfg: ScoreCfg, model_cfg
     """Read, fetch, preprocess: the model's input columns, with each row's key, id and
     pass-through columns. Every stage works on pyarrow batches and reads its columns by name."""
     ds = read_dataset(plan, units, cfg)
-    if model_cfg.image is not None and cfg.fetch_actors:  # a slow host holds no decode CPU
+    media = tuple(m for m in FETCHED if getattr(model_cfg, m) is not None)
+    if media and cfg.fetch_actors:  # a slow host holds no decode CPU
         ds = ds.map_batches(
             FetchStage,
             batch_size=cfg.fetch_batch_size,
             batch_format="pyarrow",
-            fn_constructor_args=(cfg.fetch, cfg.fetch_blocks_in_flight),
+            fn_constructor_args=(cfg.fetch, cfg.fetch_blocks_in_flight, 1.0, media),
             **ray_compat.io_actor_stage(
                 cfg.fetch_actors, cfg.fetch_blocks_in_flight, cfg.task_retries
             ),
@@ -140,7 +143,8 @@ def run(
     model_cfg = model_config(cfg.model_dir)
     if cfg.runtime == "onnx":  # built here once, before actors start (they would each wait)
         prepare_onnx(cfg)
-    plan = make_plan(input_spec, cfg, reserved={name for name, _ in output_fields(model_cfg)})
+    reserved = {name for name, _ in output_fields(model_cfg)}
+    plan = make_plan(input_spec, cfg, reserved, tabular_columns(model_cfg))
     output = to_uri(*filesystem(output))
     manifest = job_manifest(input_spec, plan, cfg, model_cfg)
     with lease.hold(output):  # one job at a time on OUTPUT, before anything there is touched

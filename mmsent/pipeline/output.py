@@ -1,9 +1,13 @@
 """The output schema of bulk scoring, fixed per model and input: every file of a job has the same
 columns and types whatever its rows hold (a block of nulls does not become a `null` column).
 
-id | label | score_<label>... | confidence | modalities | weight_<modality>... | text_status |
-image_status | error | error_detail | model_name | model_version | input_file | input_row |
-pass-through...   (error_detail: what an internal_error or unreadable record was, else null)
+id | label | score_<label>... | confidence | modalities | weight_<modality>... | <m>_status... |
+error | error_detail | model_name | model_version | input_file | input_row | pass-through...
+
+weight_<modality>: one per modality of the model, in its order (text, image, tabular, audio).
+<m>_status: text_status, image_status, audio_status always (inputs any dump may carry: "unused"
+where the model has no such tower), tabular_status with a tabular tower (codes.status_modalities).
+error_detail: what an internal_error, unreadable record, fetch error or junk tabular value was.
 
 Scores, confidence and weights are null (not NaN) where there is no prediction.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from ..codes import status_modalities
 from ..config import ModelCfg
 from .rows import to_arrow
 
@@ -26,7 +31,8 @@ def output_fields(cfg: ModelCfg) -> list[tuple[str, pa.DataType]]:
         + [(f"score_{lab}", f32) for lab in cfg.labels]
         + [("confidence", f32), ("modalities", text)]
         + [(f"weight_{m}", f32) for m in cfg.modalities()]
-        + [("text_status", text), ("image_status", text), ("error", text), ("error_detail", text)]
+        + [(f"{m}_status", text) for m in status_modalities(cfg.modalities())]
+        + [("error", text), ("error_detail", text)]
         + [("model_name", text), ("model_version", text)]
         + [("input_file", text), ("input_row", pa.int64())]
     )

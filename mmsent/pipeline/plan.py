@@ -1,7 +1,8 @@
 """The plan of a scoring job: its input files and pass-through columns. Reading itself is
 mmsent.io.dumps (formats, compression, caps, error rows, row keys: see its docstring).
 
-    plan = make_plan("dump/*.jsonl", cfg, reserved={name for name, _ in output_fields(model_cfg)})
+    plan = make_plan("dump/*.jsonl", cfg, reserved={name for name, _ in output_fields(model_cfg)},
+                     tabular=tabular_columns(model_cfg))
     for item in read_rows(plan.files[0], plan): ...    # dumps.Item(row, record, error, detail)
 
 make_plan never fails on the data: a first file that is corrupt, truncated or full of bad lines
@@ -40,17 +41,20 @@ class Plan:
     columns: ScoreColumnsCfg
     passthrough: list[Passthrough]
     read: ReadCfg = field(default_factory=ReadCfg)
+    tabular: list[str] = field(default_factory=list)  # the model's tabular columns
 
     def wanted(self) -> list[str]:
         c = self.columns
-        return list(dict.fromkeys([c.id, c.text, c.image] + [p[0] for p in self.passthrough]))
+        inputs = [c.id, c.text, c.image, c.audio, *self.tabular]
+        return list(dict.fromkeys(inputs + [p[0] for p in self.passthrough]))
 
 
-def make_plan(spec: str, cfg: ScoreCfg, reserved: set[str]) -> Plan:
+def make_plan(spec: str, cfg: ScoreCfg, reserved: set[str], tabular: list[str] = ()) -> Plan:
     """Files and pass-through columns (found in the first files unless listed). Pass-through
     types: the first readable Parquet file's (nested ones kept); JSONL and CSV values are written
     as strings. A pass-through column keeps its name unless an output column (`reserved`) or a
-    stage's own column (rows.STAGE_COLUMNS) has it: then it is input_<name>."""
+    stage's own column (rows.STAGE_COLUMNS) has it: then it is input_<name>. `tabular`: the
+    model's tabular columns, read as its input (and passed through too)."""
     files = list_inputs(spec, cfg.format)
     c = cfg.columns
     fmt = file_format(files[0], cfg.format)
@@ -62,7 +66,7 @@ def make_plan(spec: str, cfg: ScoreCfg, reserved: set[str]) -> Plan:
     names = c.passthrough
     if names is None:
         names = list(types) if fmt == "parquet" else _sample_names(files, cfg)
-        names = [n for n in names if n not in (c.id, c.text, c.image)]
+        names = [n for n in names if n not in (c.id, c.text, c.image, c.audio)]
         if len(names) > MAX_PASSTHROUGH:
             logger.warning(
                 "%s: %d columns found; passing the first %d through (list them in "
@@ -80,7 +84,12 @@ def make_plan(spec: str, cfg: ScoreCfg, reserved: set[str]) -> Plan:
             out = f"input_{out}"
         reserved = reserved | {out}
         passthrough.append(Passthrough(name, out, types.get(name, pa.string())))
-    return Plan(files, cfg.format, c, passthrough, cfg.read)
+    return Plan(files, cfg.format, c, passthrough, cfg.read, list(tabular))
+
+
+def tabular_columns(model_cfg) -> list[str]:
+    t = model_cfg.tabular
+    return [] if t is None else [*t.numeric, *t.categorical]
 
 
 def _sample_names(files: list[str], cfg: ScoreCfg) -> list[str]:

@@ -1,7 +1,8 @@
 """Input rows (dumps.Items) -> the read stage's Arrow block: one typed column per field, each
 pass-through column by its (output) name with its own type, so `ds.schema()` and `ds.show()` read
 like the dump. What reading already knows is a column too (the record's error and its detail,
-an image status); the one preprocessing path judges the text and the image later.
+an image or audio status); the one preprocessing path judges the text, image, audio and tabular
+values later.
 
     block = read_block("s3://bucket/dump/a.jsonl", items, plan)   # a pyarrow.Table
     block.schema   # input_file: string, input_row: int64, id: string, input_text: string, ...
@@ -10,7 +11,8 @@ A string column holds valid UTF-8 only, so what a hostile dump has in the text o
 and no string column can carry is judged now, with the code the later stage would give it: a
 number, list or object as text is text_invalid, undecodable bytes or lone surrogates are
 text_not_utf8 (both by the one preprocessing path's clean_text); an image value that is no
-reference (a number, a list, lone surrogates) is what fetching it gives, image_url_invalid.
+reference (a number, a list, lone surrogates) is what fetching it gives, image_url_invalid (an
+audio value: audio_url_invalid).
 Ids and pass-through values are made writable (valid UTF-8, one type per column; a value that
 does not fit its column's type is null).
 """
@@ -48,8 +50,15 @@ READ_FIELDS = [
     ("error_detail", _STR),  # what the record error or the image status was
     ("text_status", _STR),  # a code known from reading: text_invalid, text_not_utf8
     ("image_status", _STR),  # a code known from reading: image_url_forbidden, ... (not fetched)
+    ("input_audio", _STR),  # as the image columns, for the audio clip
+    ("audio_data", _BIN),
+    ("audio_fetch_status", _STR),
+    ("audio_fetch_detail", _STR),
+    ("audio_status", _STR),
+    ("input_tabular", _STR),  # JSON {column: value} of the model's tabular columns the row has
 ]
-FETCHED = ("image_data", "image_fetch_status", "image_fetch_detail")  # the fetch stage fills them
+# what the fetch stage fills, per fetched modality
+FETCHED = {m: (f"{m}_data", f"{m}_fetch_status", f"{m}_fetch_detail") for m in ("image", "audio")}
 # columns that are the stages' own (read, preprocess): a pass-through column with one of these
 # names is renamed input_<name>, as one named like an output column is (plan.make_plan)
 STAGE_COLUMNS = frozenset(n for n, _ in READ_FIELDS) | set(MODEL_KEYS) | {"text_chunks"}
@@ -88,25 +97,35 @@ def to_row(
         return {"record_error": error or codes.INVALID_RECORD, "error_detail": detail}
     c = plan.columns
     rid = normalize_id(record.get(c.id))
-    if rid is None or (c.text not in record and c.image not in record):
+    if rid is None or not any(k in record for k in (c.text, c.image, c.audio, *plan.tabular)):
         error = codes.MISSING_COLUMN
     text, text_status = text_cell(record.get(c.text))
-    ref, image_status, image_detail = resolve_image(record.get(c.image), base, plan.read)
-    image, data, fetch_status = image_cells(ref)
-    row = {
-        "id": rid,
-        "input_text": text,
-        "input_image": image,
-        "image_data": data,
-        "image_fetch_status": fetch_status,
-        "record_error": error,
-        "error_detail": image_detail,
-        "text_status": text_status,
-        "image_status": image_status,
-    }
+    row = {"id": rid, "input_text": text, "record_error": error, "text_status": text_status}
+    details = []
+    for m, column in (("image", c.image), ("audio", c.audio)):
+        ref, status, detail = resolve_image(record.get(column), base, plan.read)
+        ref, data, fetch_status = image_cells(ref)
+        row[f"input_{m}"], row[f"{m}_data"] = ref, data
+        row[f"{m}_fetch_status"], row[f"{m}_status"] = fetch_status, status
+        if m == "audio":  # the one fetcher's codes are image_*
+            row["audio_fetch_status"], row["audio_status"] = map(
+                codes.audio_fetch, (fetch_status, status)
+            )
+        details.append(detail)
+    row["error_detail"] = next(filter(None, details), None)
+    row["input_tabular"] = tabular_cell(record, plan.tabular)
     for name, out, typ in plan.passthrough:
         row[out] = cell(record.get(name), typ)
     return row
+
+
+def tabular_cell(record: dict, columns: list[str]) -> str | None:
+    """The model's tabular columns of a record as JSON text (values as read: a CSV cell stays a
+    string, a JSON number a number; mmsent.tabular judges them), or None when it has none."""
+    values = {k: record[k] for k in columns if k in record}
+    if not values:
+        return None
+    return valid_utf8(json.dumps(values, ensure_ascii=False, default=str, allow_nan=True))
 
 
 def text_cell(v: Any) -> tuple[str | None, str | None]:

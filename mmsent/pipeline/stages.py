@@ -4,7 +4,8 @@ docs/bulk-scoring.md ("Stage columns").
 
 read_unit({"unit": [json.dumps({"file": uri, "skip": [[0, 10]]})]}, plan=plan, block_rows=32)
     -> yields rows.read_block tables: input_file, input_row, id, input_text, input_image, ...
-FetchStage(fetch_cfg, blocks_in_flight)(table) -> the table with image_data (+ fetch status)
+FetchStage(fetch_cfg, blocks_in_flight, media=("image", "audio"))(table)
+    -> the table with image_data, audio_data (+ fetch status)
 preprocess(table, model_cfg=cfg, fetch_cfg=FetchCfg())
     -> the batch of docs/ARCHITECTURE.md (as Arrow) + id, record_error, input_*, pass-through
 ModelStage(model_dir, torch_threads, passthrough, runtime, precision)(table) -> pyarrow.Table
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from .. import codes
 from ..boundary import concat_columns, describe, isolate
 from ..config import FetchCfg, ModelCfg, to_dict
 from ..io.fetch import fetch, fetch_many
-from ..preprocess import Preprocessor, pack_pixels
+from ..preprocess import Preprocessor, pack_batch
 from .plan import Plan, read_rows
 from .resume import Skip
 from .rows import FETCHED, READ_FIELDS, read_block
@@ -55,59 +56,80 @@ def read_unit(batch: dict[str, np.ndarray], *, plan: Plan, block_rows: int):
 class FetchStage:
     """The actor of the fetch stage. Fetching waits on the network, not on a CPU, so it runs apart
     from decoding: blocks are fetched many at once (concurrent calls of this actor, and threads),
-    and a call yields the rows whose images came within `patience_s` at once, the rest when they
-    come. A slow or hanging host then holds one thread for up to fetch.deadline_s, not a decode
-    task's CPU, and the other rows of its block stream on. One thread pool serves every call: made
-    per call (or per row), threads come and go and each new one grows the heap (malloc arenas)."""
+    and a call yields the rows whose images and clips (`media`: those the model reads) came within
+    `patience_s` at once, the rest when they come. A slow or hanging host then holds one thread
+    for up to fetch.deadline_s, not a decode task's CPU, and the other rows of its block stream
+    on. One thread pool serves every call: made per call (or per row), threads come and go and
+    each new one grows the heap (malloc arenas)."""
 
-    def __init__(self, fetch_cfg: FetchCfg, blocks_in_flight: int, patience_s: float = 1.0):
-        self.fetch_cfg, self.patience_s = fetch_cfg, patience_s
+    def __init__(
+        self,
+        fetch_cfg: FetchCfg,
+        blocks_in_flight: int,
+        patience_s: float = 1.0,
+        media: tuple[str, ...] = ("image",),
+    ):
+        self.fetch_cfg, self.patience_s, self.media = fetch_cfg, patience_s, media
         workers = max(1, fetch_cfg.concurrency * blocks_in_flight)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="fetch")
 
     def __call__(self, batch: pa.Table):
-        refs, known = batch.column("input_image").to_pylist(), _known_images(batch)
-        futures = [
-            None if k is not None else self.pool.submit(_fetch_one, ref, self.fetch_cfg)
-            for ref, k in zip(refs, known, strict=True)
+        jobs = {}  # medium -> per row: (bytes, status, detail) known, or a Future
+        for m in self.media:
+            refs = batch.column(f"input_{m}").to_pylist()
+            jobs[m] = [
+                k if k is not None else self.pool.submit(_fetch_one, ref, self.fetch_cfg, m)
+                for ref, k in zip(refs, _known(batch, m), strict=True)
+            ]
+        pending = [f for rows in jobs.values() for f in rows if isinstance(f, Future)]
+        done, _ = wait(pending, timeout=self.patience_s)
+        ready = [
+            all(not isinstance(r[i], Future) or r[i] in done for r in jobs.values())
+            for i in range(batch.num_rows)
         ]
-        done, _ = wait([f for f in futures if f is not None], timeout=self.patience_s)
-        first = [i for i, f in enumerate(futures) if f is None or f in done]
-        rest = [i for i, f in enumerate(futures) if f is not None and f not in done]
-        for part in (first, rest):
+        for part in (
+            [i for i, r in enumerate(ready) if r],
+            [i for i, r in enumerate(ready) if not r],
+        ):
             if part:
-                got = [known[i] or futures[i].result() for i in part]
-                yield _with_images(batch.take(part), got)
+                table = batch.take(part)
+                for m, rows in jobs.items():
+                    got = [
+                        rows[i].result() if isinstance(rows[i], Future) else rows[i] for i in part
+                    ]
+                    table = _with_fetched(table, m, got)
+                yield table
 
 
-def _known_images(batch: pa.Table) -> list[tuple | None]:
+def _known(batch: pa.Table, medium: str) -> list[tuple | None]:
     """Per row (bytes, status, detail) where nothing is left to fetch: inline bytes, a fetch
     outcome known from reading, no reference at all; None where the reference is to be fetched."""
-    refs, data, status, detail = _columns(batch, ("input_image", *FETCHED))
+    refs, data, status, detail = _columns(batch, (f"input_{medium}", *FETCHED[medium]))
     return [
         (d, s, t) if d is not None or s is not None or r is None else None
         for r, d, s, t in zip(refs, data, status, detail, strict=True)
     ]
 
 
-def _fetch_one(ref: str, cfg: FetchCfg) -> tuple[bytes | None, str | None, str | None]:
-    return _outcome(fetch(ref, cfg))
+def _fetch_one(ref: str, cfg: FetchCfg, medium: str) -> tuple[bytes | None, str | None, str | None]:
+    return _outcome(fetch(ref, cfg), medium)
 
 
-def _outcome(got) -> tuple[bytes | None, str | None, str | None]:
-    """A Fetched as (bytes, fetch error or None, detail)."""
-    return got.data, None if got.status == codes.OK else got.status, got.detail
+def _outcome(got, medium: str) -> tuple[bytes | None, str | None, str | None]:
+    """A Fetched as (bytes, fetch error or None, detail); the fetcher's codes are image_*."""
+    status = None if got.status == codes.OK else got.status
+    return got.data, codes.audio_fetch(status) if medium == "audio" else status, got.detail
 
 
-def _with_images(batch: pa.Table, got: list[tuple]) -> pa.Table:
-    for j, name in enumerate(FETCHED):
+def _with_fetched(batch: pa.Table, medium: str, got: list[tuple]) -> pa.Table:
+    for j, name in enumerate(FETCHED[medium]):
         i = batch.schema.get_field_index(name)
         batch = batch.set_column(i, name, pa.array([g[j] for g in got], batch.schema.field(i).type))
     return batch
 
 
 def preprocess(batch: pa.Table, *, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> pa.Table:
-    """Images not fetched yet (no fetch stage: tests, the bench's loop) are fetched here
+    """Images and clips not fetched yet (no fetch stage: tests, the bench's loop) are fetched here
     (fetch_many: bounded concurrency, retries, byte cap), then THE preprocessing. Inside the error
     boundary: a row that makes this raise is that row's internal_error; every row keeps its id,
     key and pass-through columns."""
@@ -117,7 +139,7 @@ def preprocess(batch: pa.Table, *, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> 
         return _preprocess(batch.slice(lo, hi - lo), pre, model_cfg, fetch_cfg)
 
     def failed(lo: int, hi: int, exc: Exception) -> dict[str, np.ndarray]:
-        out = pack_pixels(pre([None] * (hi - lo)))
+        out = pack_batch(pre([None] * (hi - lo)))
         out["record_error"] = np.full(hi - lo, codes.INTERNAL_ERROR, dtype=object)
         out["error_detail"][:] = describe(exc)
         return out
@@ -131,11 +153,14 @@ def preprocess(batch: pa.Table, *, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> 
 
 
 def _preprocess(batch: pa.Table, pre, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> dict:
-    names = ("input_text", "record_error", "error_detail", "text_status", "image_status")
-    texts, record_errors, read_details, read_text_status, read_image_status = _columns(batch, names)
-    data, fetch_status, fetch_details = _images(batch, model_cfg, fetch_cfg)
-    known = [r or f for r, f in zip(read_image_status, fetch_status, strict=True)]
-    out = pack_pixels(pre(texts, data, known))
+    names = ("input_text", "record_error", "error_detail", "text_status", "input_tabular")
+    texts, record_errors, read_details, read_text_status, tabular = _columns(batch, names)
+    media = {m: _media(batch, m, getattr(model_cfg, m) is not None, fetch_cfg) for m in FETCHED}
+    (images, image_known, image_details), (audio, audio_known, audio_details) = media.values()
+    tabular = [None if t is None else json.loads(t) for t in tabular]
+    out = pack_batch(
+        pre(texts, images, image_known, audio=audio, audio_status=audio_known, tabular=tabular)
+    )
     # a text that no string column can hold was judged when read (rows.text_cell); it reaches
     # the Preprocessor as no text, so its code replaces "missing"
     out["text_status"] = np.array(
@@ -146,29 +171,27 @@ def _preprocess(batch: pa.Table, pre, model_cfg: ModelCfg, fetch_cfg: FetchCfg) 
         dtype=object,
     )
     out["record_error"] = np.array(record_errors, dtype=object)
-    out["error_detail"] = np.array(
-        [
-            r or f or p
-            for r, f, p in zip(read_details, fetch_details, out["error_detail"], strict=True)
-        ],
-        dtype=object,
-    )
+    details = zip(read_details, image_details, audio_details, out["error_detail"], strict=True)
+    out["error_detail"] = np.array([next(filter(None, d), None) for d in details], dtype=object)
     return out
 
 
-def _images(batch: pa.Table, model_cfg: ModelCfg, fetch_cfg: FetchCfg) -> tuple[list, list, list]:
-    """Per row: image bytes, fetch error and its detail; what the fetch stage left to fetch (all
-    references when there is no fetch stage) is fetched here."""
-    refs, data, status, detail = _columns(batch, ("input_image", *FETCHED))
-    if model_cfg.image is None:  # not fetched; a post that has an image reads "unused"
-        n = len(refs)
+def _media(
+    batch: pa.Table, medium: str, read: bool, fetch_cfg: FetchCfg
+) -> tuple[list, list, list]:
+    """Per row: the image's (or clip's) bytes, its known error (from reading or fetching) and the
+    error's detail; what the fetch stage left to fetch (all references when there is no fetch
+    stage) is fetched here. A model that does not read the medium gets no bytes: b"" where the
+    post has one (it reads "unused"), None where not."""
+    refs, data, status, detail = _columns(batch, (f"input_{medium}", *FETCHED[medium]))
+    read_status = batch.column(f"{medium}_status").to_pylist()
+    if not read:
         present = [d is not None or _present(r) for r, d in zip(refs, data, strict=True)]
-        return [b"" if p else None for p in present], [None] * n, [None] * n
-    known = _known_images(batch)
-    todo = [i for i, k in enumerate(known) if k is None]
+        return [b"" if p else None for p in present], read_status, [None] * len(refs)
+    todo = [i for i, k in enumerate(_known(batch, medium)) if k is None]
     for i, got in zip(todo, fetch_many([refs[i] for i in todo], fetch_cfg), strict=True):
-        data[i], status[i], detail[i] = _outcome(got)
-    return data, status, detail
+        data[i], status[i], detail[i] = _outcome(got, medium)
+    return data, [r or s for r, s in zip(read_status, status, strict=True)], detail
 
 
 def _columns(batch: pa.Table, names) -> list[list]:
@@ -180,7 +203,7 @@ def _present(v: Any) -> bool:
 
 
 # the preprocess stage's columns that numpy cannot type: the rest are strings, or numpy's type
-_OBJECT_TYPES = {"pixels": pa.binary()}
+_OBJECT_TYPES = {"pixels": pa.binary(), "mel": pa.binary()}
 
 
 def _arrow_column(name: str, values: np.ndarray) -> pa.Array:

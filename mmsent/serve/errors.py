@@ -30,7 +30,8 @@ from starlette.exceptions import HTTPException
 from .. import codes
 
 logger = logging.getLogger("ray.serve")
-TOO_LARGE = {codes.IMAGE_BYTES_TOO_LARGE, codes.IMAGE_TOO_LARGE}  # per-post codes answered 413
+# per-post codes answered 413
+TOO_LARGE = {codes.IMAGE_BYTES_TOO_LARGE, codes.IMAGE_TOO_LARGE, codes.AUDIO_BYTES_TOO_LARGE}
 # the model replica is gone or restarting (e.g. killed by a post): retry later, not a 500
 UNAVAILABLE = (
     DeploymentUnavailableError,
@@ -60,8 +61,10 @@ def invalid_posts(message: str, details: list[dict]) -> RequestError:
     return RequestError(status, codes.INVALID_POSTS, message, details)
 
 
-def images_too_large(budget: int) -> RequestError:
-    msg = f"the images of this request are over {budget} bytes in all"
+def media_too_large(budget: int) -> RequestError:
+    """The image and audio bytes of one request over `max_request_image_bytes` (the code's name
+    is older than audio)."""
+    msg = f"the images and audio of this request are over {budget} bytes in all"
     return RequestError(413, codes.REQUEST_IMAGES_TOO_LARGE, msg)
 
 

@@ -1,6 +1,6 @@
 """`SentimentAPI`: the ingress deployment (CPU). Its constructor checks the bearer token (a blank
 one fails the start), builds the replica's `Scorer` (mmsent.serve.scoring: the one Preprocessor,
-image fetching, the handle of `SentimentModel`) and metrics; `__serve_build_asgi_app__` then
+media fetching, the handle of `SentimentModel`) and metrics; `__serve_build_asgi_app__` then
 builds the FastAPI app (mmsent.serve.routes) over them. Options here are defaults that a Serve
 config's `deployments:` entry overrides (mmsent/presets/serve/default.yaml).
 

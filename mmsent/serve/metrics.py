@@ -3,7 +3,7 @@ prefix; Serve adds the deployment, replica and application tags):
 
     ray_mmsent_requests_total{route, status}         requests answered, by HTTP status
     ray_mmsent_request_latency_ms{route}             latency histogram, from first byte in to response
-    ray_mmsent_image_fetch_errors_total{code}        image URLs that could not be used, by error code
+    ray_mmsent_image_fetch_errors_total{code}        image and audio URLs not fetched, by error code
     ray_mmsent_posts_total{modalities}               posts scored, by the modalities they used
     ray_mmsent_batch_size                            posts per forward pass of the model deployment
     ray_mmsent_batch_latency_ms                      time of one forward pass
@@ -35,7 +35,7 @@ class IngressMetrics:
         )
         self.fetch_errors = Counter(
             "mmsent_image_fetch_errors",
-            description="Image URLs that could not be fetched.",
+            description="Image and audio URLs that could not be fetched (audio: audio_* codes).",
             tag_keys=("code",),
         )
         self.posts = Counter(

@@ -68,7 +68,7 @@ class SentimentModel:
         self.stats.update(batches=0, posts=0, largest_batch=0)  # counts since this config
 
     async def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Preprocessed posts of one request (`pack_pixels`: rows stay packed until the runner
+        """Preprocessed posts of one request (`pack_batch`: rows stay packed until the runner
         unpacks the merged batch) -> output columns; long ones go in slices."""
         n, size = num_rows(batch), self.batching.max_batch_size
         parts = [{k: v[i : i + size] for k, v in batch.items()} for i in range(0, n, size)]

@@ -37,7 +37,7 @@ def build_api(
         title="mmsent sentiment API",
         version=__version__,
         redoc_url=None,
-        description="Multimodal (text + image) sentiment of social-media posts.",
+        description="Multimodal (text, image, tabular, audio) sentiment of social-media posts.",
     )
     # every route on `v1` needs the token; open ones (health) go on `app` itself
     v1 = APIRouter(
@@ -82,9 +82,12 @@ def _request_body(max_posts: int) -> dict:
         "type": "object",
         "properties": {
             "image": {"type": "string", "format": "binary"},
+            "audio": {"type": "string", "format": "binary"},
             "text": {"type": "string"},
             "id": {"type": "string"},
             "image_url": {"type": "string"},
+            "audio_url": {"type": "string"},
+            "tabular": {"type": "string", "description": "a JSON object: column -> value"},
         },
     }
     content = {

@@ -9,9 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+MEDIA = ("image", "audio")  # inputs of bytes: a file part, `<m>_base64` or `<m>_url` (fetched)
+INPUTS = ("text", *(f"{m}_{how}" for m in MEDIA for how in ("url", "base64")), "tabular")
+
 
 class PostIn(BaseModel):
-    """One post. `image_url` and `image_base64` exclude each other; at least one field is given."""
+    """One post. A medium's `<m>_url` and `<m>_base64` exclude each other; some input is given."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -23,8 +26,18 @@ class PostIn(BaseModel):
     image_base64: str | None = Field(
         None, description="image bytes (JPEG, PNG, ...) in base64; a data: URL prefix is allowed"
     )
+    audio_url: str | None = Field(
+        None, max_length=4096, description="http(s):// URL of an audio clip (s3:// where enabled)"
+    )
+    audio_base64: str | None = Field(
+        None,
+        description="audio bytes (WAV, FLAC, OGG, MP3) in base64; a data: URL prefix is allowed",
+    )
+    tabular: dict[str, Any] | None = Field(
+        None, description="column -> value (a number or a category) of the model's tabular columns"
+    )
 
-    @field_validator("id", "image_url")
+    @field_validator("id", "image_url", "audio_url")
     @classmethod
     def _unicode(cls, value):
         # a lone surrogate ("\ud800" in the JSON) cannot be fetched or echoed back as UTF-8
@@ -36,11 +49,12 @@ class PostIn(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one_image_and_some_input(self) -> PostIn:
-        if self.image_url is not None and self.image_base64 is not None:
-            raise ValueError("give image_url or image_base64, not both")
-        if self.text is None and self.image_url is None and self.image_base64 is None:
-            raise ValueError("a post needs text, image_url or image_base64")
+    def _one_of_each_medium_and_some_input(self) -> PostIn:
+        for m in MEDIA:
+            if getattr(self, f"{m}_url") is not None and getattr(self, f"{m}_base64") is not None:
+                raise ValueError(f"give {m}_url or {m}_base64, not both")
+        if all(getattr(self, k) is None for k in INPUTS):
+            raise ValueError(f"a post needs one of {', '.join(INPUTS)}")
         return self
 
 
@@ -106,7 +120,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in {
         401: "missing or wrong bearer token (when auth is on)",
-        413: "body, an image (bytes or decoded pixels) or the request's images over a cap",
+        413: "body, an image (bytes or pixels), an audio clip or the request's media over a cap",
         422: "malformed JSON or fields, too many posts, an unusable post (per-post `details`)",
         503: "overloaded or the model unavailable: retry after `Retry-After` seconds",
     }.items()

@@ -2,6 +2,7 @@
 the loop (mmsent.train.loop), the report and the VADER comparison all read posts with.
 
     for batch, labels in batches(posts, pre, 32, rng, length_buckets=True): ...   # training
+    batch = preprocess(pre, posts, [0, 5])    # two posts: text, image, audio, tabular, statuses
     probs, weights = predict_posts(model, pre, posts)                             # (N, K), (N, M)
 """
 
@@ -42,7 +43,20 @@ def batches(
     if rng is not None:
         rng.shuffle(chunks)
     for idx in chunks:
-        yield pre([posts.texts[i] for i in idx], [posts.images[i] for i in idx]), posts.labels[idx]
+        yield preprocess(pre, posts, idx), posts.labels[idx]
+
+
+def preprocess(pre: Preprocessor, posts: Posts, idx) -> dict[str, np.ndarray]:
+    """The posts at `idx` through the one preprocessing path, every modality with its status."""
+    pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+    return pre(
+        pick(posts.texts),
+        pick(posts.images),
+        pick(posts.image_status),
+        audio=pick(posts.audio),
+        audio_status=pick(posts.audio_status),
+        tabular=pick(posts.tabular),
+    )
 
 
 @torch.inference_mode()

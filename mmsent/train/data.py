@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,8 @@ VADER_LABELS = ("negative", "neutral", "positive")  # the classes of rating_to_l
 
 @dataclass
 class Posts:
-    """Columns of labelled posts; `images` holds encoded image bytes or None."""
+    """Columns of labelled posts; `images` / `audio` hold encoded bytes or None (until fetched),
+    `tabular` per post a mapping of the model's tabular columns to their raw values, or None."""
 
     texts: list[str | None]
     labels: np.ndarray  # (N,) int64
@@ -30,14 +31,21 @@ class Posts:
     image_refs: list[str | None] = field(default_factory=list)  # where `images` came from
     image_status: list[str] = field(default_factory=list)  # mmsent.codes code once fetched
     ids: list = field(default_factory=list)
+    audio: list[bytes | None] = field(default_factory=list)
+    audio_refs: list[str | None] = field(default_factory=list)
+    audio_status: list[str] = field(default_factory=list)
+    tabular: list[dict | None] = field(default_factory=list)
 
     def __post_init__(self):
         n = len(self.texts)
-        self.images = self.images or [None] * n
+        for name in ("images", "image_refs", "audio", "audio_refs", "tabular"):
+            setattr(self, name, getattr(self, name) or [None] * n)
         self.sources = self.sources or [""] * n
-        self.image_refs = self.image_refs or [None] * n
         self.image_status = self.image_status or [
             codes.MISSING if b is None else codes.OK for b in self.images
+        ]
+        self.audio_status = self.audio_status or [
+            codes.MISSING if b is None else codes.OK for b in self.audio
         ]
         self.ids = self.ids or list(range(n))
 
@@ -46,15 +54,9 @@ class Posts:
 
     def take(self, idx) -> Posts:
         idx = np.asarray(idx, dtype=np.int64)
-        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        cols = {f.name: getattr(self, f.name) for f in fields(self)}
         return Posts(
-            pick(self.texts),
-            self.labels[idx],
-            pick(self.images),
-            pick(self.sources),
-            pick(self.image_refs),
-            pick(self.image_status),
-            pick(self.ids),
+            **{k: v[idx] if k == "labels" else [v[i] for i in idx] for k, v in cols.items()}
         )
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import TrainCfg
+from ..config import MODALITIES, TrainCfg
 from ..models.model import MultimodalClassifier
 from ..preprocess import Preprocessor, to_tensors
 from .batches import batches
@@ -28,9 +28,14 @@ def make_optimizer(
     """AdamW over the trainable parameters; linear warm-up then linear decay to 0 at `total_steps`.
 
     Towers unfrozen later (`tower_start`: the first step they train) warm up from that step.
+    Towers with nothing pretrained train with the head, at its rate (`scratch_towers`).
     """
-    tower_params = [p for p in model.towers.parameters() if p.requires_grad]
-    head_params = [p for p in model.head.parameters() if p.requires_grad]
+    scratch = scratch_towers(model)
+    tower_params, head_params = [], [p for p in model.head.parameters() if p.requires_grad]
+    for m, tower in model.towers.items():
+        (head_params if m in scratch else tower_params).extend(
+            p for p in tower.parameters() if p.requires_grad
+        )
     groups = [{"params": head_params, "lr": cfg.head_lr}]
     if tower_params:
         groups.append({"params": tower_params, "lr": cfg.lr})
@@ -50,6 +55,13 @@ def make_optimizer(
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
 
 
+def scratch_towers(model: MultimodalClassifier) -> set[str]:
+    """Towers with no pretrained weights (tabular_mlp, audio_cnn): they train like the head, from
+    the first epoch at head_lr. Freezing protects pretrained features from a fresh head's first
+    gradients; a tower trained from scratch has none, and frozen it would feed the head noise."""
+    return {m for m, tower in model.towers.items() if not tower.base_keys}
+
+
 def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=k).astype(float)
     return torch.tensor(len(labels) / (k * np.maximum(counts, 1.0)), dtype=torch.float32)
@@ -58,13 +70,18 @@ def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
 def modality_dropout(
     batch: dict[str, torch.Tensor], p: float, gen: torch.Generator
 ) -> dict[str, torch.Tensor] | None:
-    """Hide text or image of posts that have both, at rate p, so the model learns either alone."""
-    if p <= 0 or "has_image" not in batch or "has_text" not in batch:
+    """Hide one of the modalities of posts that have two or more, at rate p (which one: uniform
+    over those present), so the model learns to decide without each."""
+    names = [m for m in MODALITIES if f"has_{m}" in batch]
+    if p <= 0 or len(names) < 2:
         return None
-    both = batch["has_text"].bool() & batch["has_image"].bool()
-    hit = both & (torch.rand(both.shape, generator=gen) < p).to(both.device)
-    which = (torch.rand(both.shape, generator=gen) < 0.5).to(both.device)
-    return {"text": hit & which, "image": hit & ~which}
+    present = torch.stack([batch[f"has_{m}"].bool() for m in names], 1)  # (B, M)
+    n = present.sum(1)
+    hit = (n >= 2) & (torch.rand(n.shape, generator=gen) < p).to(n.device)
+    # the k-th present modality, k uniform in 0..n-1 (with text and image: the same draws as ever)
+    k = (torch.rand(n.shape, generator=gen).to(n.device) * n).long()
+    which = (present.cumsum(1) == (k + 1)[:, None]) & present  # (B, M): one True per post
+    return {m: hit & which[:, j] for j, m in enumerate(names)}
 
 
 class Amp:

@@ -6,7 +6,8 @@ posts (JSONL / Parquet / CSV, a file or folder, local or s3://).
     mmsent evaluate runs/x/best s3://bucket/posts.parquet --label-map 0=negative 4=positive
 
 Columns and the label map default to those the checkpoint was trained with (`mmsent train`
-stores them); other checkpoints read `text`, `image`, `label` with the model's class names.
+stores them); other checkpoints read `text`, `image`, `audio`, `label` with the model's class
+names. Tabular values are read from the columns the model's tabular tower names.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from ..cli import add_runtime_args
 from ..config import ConfigError, DataCfg, FetchCfg
 from ..models.checkpoint import DEFAULT_MODEL_DIR, CheckpointError, read_meta
 from ..models.runtime import load_runtime
-from .labelled import fetch_images, read_posts
+from .labelled import fetch_media, read_posts, tabular_columns
 from .report import write_report
+
+COLUMNS = ("text", "image", "audio", "label", "group", "id")  # --<name>-column flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model_dir", help='checkpoint folder, or "default" for the shipped model')
     ap.add_argument("data", help="labelled posts: a file or folder, local or s3://")
     ap.add_argument("--out", help="report folder (default: runs/eval-<model>-<time>)")
-    for col in ("text", "image", "label", "group", "id"):
+    for col in COLUMNS:
         ap.add_argument(f"--{col}-column", default=None)
     ap.add_argument("--format", default="auto", choices=["auto", "jsonl", "parquet", "csv"])
     ap.add_argument("--label-map", nargs="*", default=None, metavar="RAW=CLASS")
@@ -58,19 +61,19 @@ def _evaluate(args) -> int:
     meta = read_meta(model_dir)
     model = load_runtime(model_dir, args.runtime, args.precision)
     labels = model.cfg.labels
-    names = [f"{c}_column" for c in ("text", "image", "label", "group", "id")]
+    names = [f"{c}_column" for c in COLUMNS]
     columns = {**meta.get("data", {}), **{n: getattr(args, n) for n in names if getattr(args, n)}}
     label_map = {**{n: n for n in labels}, **meta.get("label_map", {})}
     if args.label_map:
         label_map.update(dict(x.split("=", 1) for x in args.label_map))
     data = DataCfg(format=args.format, limit=args.limit, **columns)
-    read = read_posts(args.data, data, labels, label_map)
-    images = fetch_images(read.posts, FetchCfg(), model.cfg)
+    read = read_posts(args.data, data, labels, label_map, tabular=tabular_columns(model.cfg))
+    media = fetch_media(read.posts, FetchCfg(), model.cfg)
     out = Path(args.out or f"runs/eval-{model.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     extra = {
         "checkpoint": str(model_dir),
         "runtime": {"runtime": model.runtime, "precision": model.precision},
-        "data": {"path": args.data, **read.stats, "images": images},
+        "data": {"path": args.data, **read.stats, **media},
     }
     history = meta.get("history") or meta.get("card", {}).get("history")
     metrics = write_report(out, model, read.posts, history, extra, args.batch_size)

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..config import ConfigError, TrainRunCfg, to_dict
 from ..models.checkpoint import DEFAULT_MODEL_DIR, load, save
 from .default_model import int8_guard, vader_comparison
-from .labelled import fetch_images
+from .labelled import fetch_media
 from .report import write_report
 from .splits import read_split
 
@@ -46,12 +46,12 @@ def finish(cfg: TrainRunCfg, run_dir: Path, meta: dict) -> dict:
     state = json.loads((run_dir / "history.json").read_text())
     split = "test" if meta["sizes"].get("test") else "val"
     posts = read_split(run_dir, split, cfg, meta)
-    images = fetch_images(posts, cfg.fetch, cfg.model)
+    media = fetch_media(posts, cfg.fetch, cfg.model)
     model = load(run_dir / "best")
-    data = {**meta["stats"], "sizes": meta["sizes"], "images": {split: images}}
-    images_file = run_dir / "data" / "images.json"
-    if images_file.exists():
-        data["images"] = {**json.loads(images_file.read_text()), split: images}
+    data = {**meta["stats"], "sizes": meta["sizes"]}
+    for name, counts in media.items():  # images, audio: statuses per split
+        file = run_dir / "data" / f"{name}.json"
+        data[name] = {**(json.loads(file.read_text()) if file.exists() else {}), split: counts}
     extra = {
         "evaluated_on": split,
         "best_epoch": state["best_epoch"],

@@ -4,9 +4,10 @@ every Ray Train worker (DDP); only the session differs.
     train_loop(config, LocalSession(run_dir))    # one process (mmsent.train.trainer)
     train_loop(config, RaySession())             # each TorchTrainer worker (mmsent.train.ray_train)
 
-Every epoch: the fusion head alone for the first train.freeze_epochs, then the towers' trainable
-parts too -> shuffled batches of this worker's shard of the split files -> validation on a shard,
-sums all-reduced so every worker sees the same metrics (and stops at the same epoch) -> rank 0
+Every epoch: the fusion head (with the towers that have nothing pretrained: epoch.scratch_towers)
+alone for the first train.freeze_epochs, then the pretrained towers' trainable parts too ->
+shuffled batches of this worker's shard of the split files -> validation on a shard, sums
+all-reduced so every worker sees the same metrics (and stops at the same epoch) -> rank 0
 writes `<run>/checkpoints/epoch_NNN/` (model + optimiser state) and `<run>/best/` when
 validation macro-F1 improves. Shuffling and dropout are seeded by (seed, epoch, rank), so a
 resumed run continues exactly where the saved epoch ended.
@@ -26,7 +27,7 @@ import torch
 from ..config import TrainCfg, TrainRunCfg, from_dict
 from ..models.model import build_model
 from ..preprocess import Preprocessor
-from .epoch import Amp, make_optimizer, train_epoch
+from .epoch import Amp, make_optimizer, scratch_towers, train_epoch
 from .splits import worker_posts
 from .state import epoch_sums, init_weights, load_state, record_epoch, restore_best, save_epoch
 
@@ -78,11 +79,12 @@ def _train(config: dict, cfg: TrainRunCfg, session) -> None:
         "data": data_columns(cfg),
     }
     net, frozen = None, None
+    held = tuple(f"towers.{m}." for m in model.towers if m not in scratch_towers(model))
     for epoch in range(state["epoch"] + 1, tc.epochs + 1):
         if frozen != (epoch <= tc.freeze_epochs):  # DDP is rebuilt when trainable params change
             frozen = epoch <= tc.freeze_epochs
             for name, p in model.named_parameters():
-                p.requires_grad_(name in trainable and not (frozen and name.startswith("towers.")))
+                p.requires_grad_(name in trainable and not (frozen and name.startswith(held)))
             net = session.wrap(model)
         t0 = time.time()
         rng = np.random.default_rng([tc.seed, epoch, rank])
@@ -139,5 +141,5 @@ def _bookkeep(state: dict, record: dict, tc: TrainCfg) -> tuple[bool, bool]:
 
 
 def data_columns(cfg: TrainRunCfg) -> dict:
-    names = ("text", "image", "label", "group", "id")
+    names = ("text", "image", "audio", "label", "group", "id")
     return {f"{c}_column": getattr(cfg.data, f"{c}_column") for c in names}

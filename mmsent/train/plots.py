@@ -2,7 +2,7 @@
 
 confusion_png(matrix, labels, "confusion.png")
 curves_png(history, "curves.png")            # loss / accuracy / macro-F1 per epoch
-samples_png(model, pre, posts, scores, "samples.png")   # image, text, labels, image weight
+samples_png(model, pre, posts, scores, "samples.png")   # image, text, labels, modality weights
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..preprocess import to_tensors
+from .batches import preprocess
 
 
 def _plt():
@@ -93,22 +94,24 @@ def pick_samples(posts, scores: dict, n: int, seed: int = 0) -> list[int]:
 
 @torch.inference_mode()
 def samples_png(model, pre, posts, scores: dict, path, n: int = 8) -> None:
-    idx = pick_samples(posts, scores, n)
-    if not idx:
+    names = model.cfg.modalities()
+    idx = pick_samples(posts, scores, n) if "image" in names else []
+    if not idx:  # the pictures are of posts' images: nothing to show without an image tower
         return
     plt = _plt()
-    labels, image_m = model.cfg.labels, model.cfg.modalities().index("image")
+    labels = model.cfg.labels
     cols = min(4, len(idx))
     rows = -(-len(idx) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 4.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), idx, strict=False):
-        batch = pre([posts.texts[i]], [posts.images[i]])
-        fused = model(to_tensors(batch, model.device))
+        batch = preprocess(pre, posts, [i])
+        t = to_tensors(batch, model.device)
+        fused = model(t)
         ax.imshow(batch["pixels"][0])
         if fused.attention is not None:  # cross_attention: where the text looked in the image
-            grid = _attention_grid(fused.attention, batch)
+            grid = _attention_grid(fused.attention, batch, _image_tokens(model, t))
             if grid is not None:
                 ax.imshow(
                     grid,
@@ -121,9 +124,11 @@ def samples_png(model, pre, posts, scores: dict, path, n: int = 8) -> None:
         true, pred = labels[posts.labels[i]], labels[int(p.argmax())]
         text = "".join(ch for ch in str(posts.texts[i] or "(no text)") if not _emoji(ch))
         text = textwrap.shorten(text, 150, placeholder=" ...")
+        weights = " ".join(
+            f"{m[:3]} {w:.2f}" for m, w in zip(names, scores["weights"][i], strict=True)
+        )
         ax.set_title(
-            f"true {true} | pred {pred} ({p.max():.2f})\nimage weight "
-            f"{scores['weights'][i, image_m]:.2f}",
+            f"true {true} | pred {pred} ({p.max():.2f})\nweights {weights}",
             fontsize=9,
             color="green" if true == pred else "red",
         )
@@ -137,9 +142,7 @@ def samples_png(model, pre, posts, scores: dict, path, n: int = 8) -> None:
             ha="left",
             parse_math=False,
         )
-    title = (
-        "sample posts: image, text, true and predicted label, the weight the head gave the image"
-    )
+    title = "sample posts: image, text, true and predicted label, the head's modality weights"
     if model.cfg.fusion.head == "cross_attention":
         title += "\noverlay: where the text's tokens attended in the image (mean over tokens)"
     fig.suptitle(title)
@@ -148,9 +151,16 @@ def samples_png(model, pre, posts, scores: dict, path, n: int = 8) -> None:
     plt.close(fig)
 
 
-def _attention_grid(attn: torch.Tensor, batch: dict) -> np.ndarray | None:
+def _image_tokens(model, t: dict) -> int:
+    """How many tokens the image tower gives: the first ones of the head's attention keys (the
+    other modalities' tokens follow, in the model's order)."""
+    tower = model.towers["image"]
+    return tower({k: t[k] for k in tower.input_keys}).tokens.shape[1]
+
+
+def _attention_grid(attn: torch.Tensor, batch: dict, n_image: int) -> np.ndarray | None:
     """Mean attention of the real text tokens over the image's token grid, (side, side)."""
-    a = attn[0].float().cpu().numpy()  # (T_text, P)
+    a = attn[0, :, :n_image].float().cpu().numpy()  # (T_text, P)
     mask = batch["attention_mask"][0]  # (C, L): the tower drops unused windows and padding
     used = mask.sum(-1)
     c, l_ = max(int((used > 0).sum()), 1), max(int(used.max()), 1)

@@ -3,11 +3,11 @@ split, into the run folder) and by `mmsent evaluate` (on any data), through the 
 
     metrics = write_report("runs/x", model, posts, history=history, extra={"data": ...})
 
-Files: metrics.json, per_class.md, ablation.md (the same posts scored fused, text-only and
-image-only, per group), confusion.png, curves.png (when a history exists) and samples.png
-(sample posts with the weight the head gave the image; attention maps for cross_attention).
-A post that a mode cannot score (image-only and no usable image) counts under "scored", not as
-an error of the model.
+Files: metrics.json, per_class.md, ablation.md (the same posts scored fused, with each of the
+model's modalities alone and, with more than two, each left out, per group: `report.modes`),
+confusion.png, curves.png (when a history exists) and samples.png (sample posts with the weight
+the head gave each modality; attention maps for cross_attention). A post that a mode cannot
+score (image-only and no usable image) counts under "scored", not as an error of the model.
 """
 
 from __future__ import annotations
@@ -25,48 +25,56 @@ from .batches import batches
 from .data import Posts
 from .metrics import report
 
-MODES = {"fused": (), "text_only": ("image",), "image_only": ("text",)}  # mode -> modalities hidden
+
+def modes(modalities: list[str]) -> dict[str, tuple[str, ...]]:
+    """Ablation modes of a model -> the modalities each hides: fused, each modality alone
+    (`<m>_only`) and, with more than two, each left out (`without_<m>`)."""
+    out = {"fused": ()}
+    out.update({f"{m}_only": tuple(x for x in modalities if x != m) for m in modalities})
+    if len(modalities) > 2:  # with two, leaving one out is the other alone
+        out.update({f"without_{m}": (m,) for m in modalities})
+    return out
 
 
 @torch.inference_mode()
 def score(
     model: MultimodalClassifier, pre: Preprocessor, posts: Posts, batch_size: int = 64
 ) -> dict:
-    """Class probabilities per mode (N, K), fusion weights (N, M) or None, presence per modality."""
+    """Class probabilities per mode (N, K), fusion weights (N, M) or None, presence per modality
+    (`has_<m>`, for every modality of the model)."""
     model.eval()
-    out: dict[str, list] = {k: [] for k in [*MODES, "weights", "has_text", "has_image"]}
+    names = model.cfg.modalities()
+    hidden_by = modes(names)
+    out: dict[str, list] = {k: [] for k in [*hidden_by, "weights", *(f"has_{m}" for m in names)]}
     for batch, _ in batches(posts, pre, batch_size):
         t = to_tensors(batch, model.device)
         n = len(batch["text_status"])
-        for mode, hidden in MODES.items():
-            drop = {
-                m: torch.ones(n, dtype=torch.bool, device=model.device)
-                for m in hidden
-                if m in model.towers
-            }
+        for mode, hidden in hidden_by.items():
+            drop = {m: torch.ones(n, dtype=torch.bool, device=model.device) for m in hidden}
             fused = model(t, drop=drop)
             out[mode].append(fused.logits.float().softmax(-1).cpu().numpy())
             if mode == "fused" and fused.weights is not None:
                 out["weights"].append(fused.weights.float().cpu().numpy())
-        for m in ("text", "image"):
-            out[f"has_{m}"].append(
-                np.asarray(batch.get(f"has_{m}", np.zeros(n, dtype=bool)), dtype=bool)
-            )
+        for m in names:
+            out[f"has_{m}"].append(np.asarray(batch[f"has_{m}"], dtype=bool))
     k = len(model.cfg.labels)
     res = {
-        key: np.concatenate(v) if v else np.zeros((0, k))
+        key: np.concatenate(v) if v else np.zeros((0, k) if key in hidden_by else 0, dtype=float)
         for key, v in out.items()
         if key != "weights"
     }
+    for m in names:
+        res[f"has_{m}"] = res[f"has_{m}"].astype(bool)
     res["weights"] = np.concatenate(out["weights"]) if out["weights"] else None
-    for m in ("text", "image"):  # a model without a tower does not read that modality
-        res[f"has_{m}"] = res[f"has_{m}"].astype(bool) & (m in model.towers)
+    res["modalities"] = names
     return res
 
 
 def covered(scores: dict, mode: str) -> np.ndarray:
-    has_t, has_i = scores["has_text"], scores["has_image"]
-    return {"fused": has_t | has_i, "text_only": has_t, "image_only": has_i}[mode]
+    """The posts a mode can score: those with at least one modality it does not hide."""
+    names = scores["modalities"]
+    hidden = modes(names)[mode]
+    return np.any([scores[f"has_{m}"] for m in names if m not in hidden], axis=0)
 
 
 def ablation(scores: dict, y: np.ndarray, groups: list[str], labels: list[str]) -> dict:
@@ -78,8 +86,11 @@ def ablation(scores: dict, y: np.ndarray, groups: list[str], labels: list[str]) 
             if g == "all"
             else np.array([x == g for x in groups], dtype=bool)
         )
-        row = {"posts": int(in_g.sum()), "with_image": int((in_g & scores["has_image"]).sum())}
-        for mode in MODES:
+        row = {"posts": int(in_g.sum())}
+        row.update(
+            {f"with_{m}": int((in_g & scores[f"has_{m}"]).sum()) for m in scores["modalities"]}
+        )
+        for mode in modes(scores["modalities"]):
             ok = in_g & covered(scores, mode)
             r = report(y[ok], scores[mode][ok].argmax(1), labels)
             row[mode] = {
@@ -115,7 +126,7 @@ def write_report(
         },
         "posts": len(posts),
         "unscored": int((~ok).sum()),
-        "with_image": int(scores["has_image"].sum()),
+        **{f"with_{m}": int(scores[f"has_{m}"].sum()) for m in scores["modalities"]},
         "test": test,
         "ablation": ablation(scores, posts.labels, posts.sources, labels),
         **(extra or {}),
@@ -144,14 +155,22 @@ def per_class_md(r: dict, labels: list[str]) -> str:
 
 
 def ablation_md(table: dict) -> str:
-    lines = [
-        "| group | posts | with image | fused F1 (acc) | text-only F1 (acc) | image-only F1 (acc) [scored] |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    """The ablation table: a column per mode, macro-F1 (accuracy) [posts scored, when fewer]."""
+    first = next(iter(table.values()))
+    shown = [k for k in first if k.startswith("with_")]
+    mode_names = [k for k in first if isinstance(first[k], dict)]
+    head = ["group", "posts", *(k.replace("_", " ") for k in shown)]
+    head += [m.replace("_", " ") for m in mode_names]
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for g, row in table.items():
-        f1, text, image = (f"{row[m]['macro_f1']:.3f} ({row[m]['accuracy']:.3f})" for m in MODES)
-        lines.append(
-            f"| {g} | {row['posts']} | {row['with_image']} | {f1} | {text} | {image} "
-            f"[{row['image_only']['scored']}] |"
-        )
-    return "\n".join(lines) + "\n\nmacro-F1 (accuracy) over the posts a mode can score.\n"
+        cells = [g, str(row["posts"]), *(str(row[k]) for k in shown)]
+        for m in mode_names:
+            r, n = row[m], row[m]["scored"]
+            cell = f"{r['macro_f1']:.3f} ({r['accuracy']:.3f})" if n else "-"
+            cells.append(cell + (f" [{n}]" if n < row["posts"] else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + (
+        "\n\nmacro-F1 (accuracy) over the posts a mode can score (those with a modality it does not"
+        " hide; [n]: how many, where fewer than all). `<m> only`: every other modality hidden;"
+        " `without <m>`: that one hidden.\n"
+    )

@@ -2,12 +2,14 @@
 a resumed run and `mmsent evaluate` read exactly the same rows.
 
     meta = prepare_splits(cfg, run_dir)   # {"labels", "label_map", "sizes", "stats"}
-    train, val, weights = worker_posts(cfg, config, session)   # one worker's share, images in
+    fit_statistics(cfg, run_dir, meta)    # the tabular tower's statistics, from data/train.jsonl
+    train, val, weights = worker_posts(cfg, config, session)   # one worker's share, media in
 
 Splits not given as files (data.val, data.test) are cut from data.train, stratified by
 (group, label) and seeded (data.split_seed). With data.unrelated_photos, that share of the
 training posts without an image gets a bundled photo (mmsent.sample_data) drawn with the same
-seed. Image references are written resolved (absolute paths or URLs); labels as class names.
+seed. Image and audio references are written resolved (absolute paths or URLs), the model's
+tabular columns as they were read; labels as class names.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from PIL import Image
 
 from .. import codes
 from ..config import ConfigError, DataCfg, TrainRunCfg
+from ..tabular import check_fitted, fit_tabular
 from .data import Posts, stratified_split
 from .epoch import class_weights
-from .labelled import fetch_images, read_posts
+from .labelled import fetch_media, read_posts, tabular_columns
 
 SPLITS = ("train", "val", "test")
 
@@ -36,10 +39,13 @@ def make_splits(cfg: TrainRunCfg) -> tuple[dict[str, Posts], dict]:
         raise ConfigError("no training data: set data.train (a file or folder, local or s3://)")
     if len(d.split) != 3 or min(d.split) < 0 or d.split[0] <= 0:
         raise ConfigError(f"data.split {d.split}: give 3 fractions (train > 0, val, test)")
-    first = read_posts(d.train, d, model_labels=cfg.model.labels)
+    tab = tabular_columns(cfg.model)
+    first = read_posts(d.train, d, model_labels=cfg.model.labels, tabular=tab)
     labels, label_map = first.labels, first.label_map
     given = {
-        s: read_posts(getattr(d, s), d, labels, label_map) for s in SPLITS[1:] if getattr(d, s)
+        s: read_posts(getattr(d, s), d, labels, label_map, tabular=tab)
+        for s in SPLITS[1:]
+        if getattr(d, s)
     }
     fractions = dict(zip(SPLITS, d.split, strict=True))
     cut = ["train"] + [s for s in SPLITS[1:] if s not in given and fractions[s] > 0]
@@ -100,11 +106,14 @@ def write_posts(posts: Posts, path, cfg: DataCfg, labels: list[str]) -> None:
     """The rows of a split as JSONL, in the columns of `cfg`, labels as class names."""
     with open(path, "w", encoding="utf-8") as f:
         for i in range(len(posts)):
-            row = {cfg.text_column: posts.texts[i], cfg.label_column: labels[posts.labels[i]]}
+            row = dict(posts.tabular[i] or {})  # the model's tabular columns, raw
+            row.update({cfg.text_column: posts.texts[i], cfg.label_column: labels[posts.labels[i]]})
             if cfg.id_column:
                 row[cfg.id_column] = posts.ids[i]
             if cfg.image_column:
                 row[cfg.image_column] = posts.image_refs[i]
+            if cfg.audio_column:
+                row[cfg.audio_column] = posts.audio_refs[i]
             if cfg.group_column:
                 row[cfg.group_column] = posts.sources[i]
             f.write(json.dumps(row, default=str) + "\n")
@@ -119,7 +128,24 @@ def split_cfg(data: DataCfg) -> DataCfg:
 
 def read_split(run_dir: Path, split: str, cfg: TrainRunCfg, meta: dict) -> Posts:
     path = str(run_dir / "data" / f"{split}.jsonl")
-    return read_posts(path, split_cfg(cfg.data), meta["labels"], meta["label_map"]).posts
+    tab = tabular_columns(cfg.model)
+    return read_posts(
+        path, split_cfg(cfg.data), meta["labels"], meta["label_map"], tabular=tab
+    ).posts
+
+
+def fit_statistics(cfg: TrainRunCfg, run_dir: Path, meta: dict) -> None:
+    """Training-split statistics the model's config keeps (the tabular tower's mean, std and
+    vocabularies: mmsent.tabular.fit_tabular), filled in before the model is built, so that every
+    checkpoint carries them. A config that has them (a resumed run's config.yaml, an init_from
+    checkpoint's model) keeps them: its weights were trained on that normalisation."""
+    tab = cfg.model.tabular
+    if tab is None:
+        return
+    try:
+        check_fitted(tab)
+    except ValueError:
+        cfg.model.tabular = fit_tabular(read_split(run_dir, "train", cfg, meta).tabular, tab)
 
 
 def shard(n: int, rank: int, world: int, pad: bool) -> np.ndarray:
@@ -140,16 +166,18 @@ def worker_posts(cfg: TrainRunCfg, config: dict, session):
     n_real = len(range(rank, len(train), world))  # padded rows come last in a shard
     train = train.take(shard(len(train), rank, world, pad=True))
     val = val.take(shard(len(val), rank, world, pad=False))
-    fetch_images(train, cfg.fetch, cfg.model)
-    fetch_images(val, cfg.fetch, cfg.model)
-    counts = session.gather(
-        {"train": Counter(train.image_status[:n_real]), "val": Counter(val.image_status)}
-    )
-    if rank == 0:
-        images = {s: dict(sum((c[s] for c in counts), Counter())) for s in ("train", "val")}
-        (run_dir / "data" / "images.json").write_text(json.dumps(images, indent=2) + "\n")
-        print(
-            f"image status (posts with a bad image train text-only): {json.dumps(images)}",
-            flush=True,
+    fetch_media(train, cfg.fetch, cfg.model)
+    fetch_media(val, cfg.fetch, cfg.model)
+    media = {"images": "image_status"} | ({"audio": "audio_status"} if cfg.model.audio else {})
+    for name, attr in media.items():
+        counts = session.gather(
+            {"train": Counter(getattr(train, attr)[:n_real]), "val": Counter(getattr(val, attr))}
         )
+        if rank == 0:
+            status = {s: dict(sum((c[s] for c in counts), Counter())) for s in ("train", "val")}
+            (run_dir / "data" / f"{name}.json").write_text(json.dumps(status, indent=2) + "\n")
+            print(
+                f"{name} status (a post with a bad one trains without it): {json.dumps(status)}",
+                flush=True,
+            )
     return train, val, weights

@@ -2,14 +2,16 @@
 
     mmsent train --config default                  # rebuild the shipped default model
     mmsent train --config demo data.train=/tmp/demo/posts.jsonl train.epochs=3
+    mmsent train --config demo-multimodal           # text, image, tabular and audio towers
     mmsent train --config mmsent/presets/train/gpu.yaml train.workers=4 train.use_gpu=true
     mmsent train --resume runs/demo-20250101-120000 train.epochs=5   # continue after the last epoch
 
-Run folder `<out_dir>/<name>/`: config.yaml (resolved), data/ (the exact rows of each split,
-label map, image statuses), checkpoints/epoch_NNN/ (+ optimiser state), best/ (the checkpoint with
-the best validation macro-F1), history.json, and the report of best/ on the test split
-(metrics.json, per_class.md, ablation.md, confusion.png, curves.png, samples.png), then the
-preset's evaluation steps and export (mmsent.train.finish). With train.workers > 1 the one loop
+Run folder `<out_dir>/<name>/`: config.yaml (resolved; the tabular tower's statistics of the
+training split filled in), data/ (the exact rows of each split, label map, image and audio
+statuses), checkpoints/epoch_NNN/ (+ optimiser state), best/ (the checkpoint with the best
+validation macro-F1), history.json, and the report of best/ on the test split (metrics.json,
+per_class.md, ablation.md, confusion.png, curves.png, samples.png), then the preset's
+evaluation steps and export (mmsent.train.finish). With train.workers > 1 the one loop
 (mmsent.train.loop) runs in Ray Train's TorchTrainer; the run folder must then be on storage
 every worker sees (one node, or a shared file system).
 """
@@ -29,7 +31,7 @@ from .finish import check_evals, finish
 from .loop import torch_threads, train_loop
 from .run import new_run_dir, resolve
 from .session import LocalSession
-from .splits import prepare_splits
+from .splits import fit_statistics, prepare_splits
 from .state import last_checkpoint
 
 
@@ -42,6 +44,7 @@ def train(cfg: TrainRunCfg, run_dir: Path, resume: bool = False) -> dict:
     else:
         meta = prepare_splits(cfg, run_dir)
     cfg.model.labels = meta["labels"]
+    fit_statistics(cfg, run_dir, meta)  # before any model is built: every checkpoint holds them
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     last = last_checkpoint(run_dir) if resume else None
     init = cfg.init_from and str(
