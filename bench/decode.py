@@ -2,7 +2,7 @@
 (mmsent.preprocess.decode_image: decode, EXIF turn, centre crop, resize to the tower's size),
 on the real photos shipped in installed packages: as posts carry them (<= 512 px) and at a phone
 camera's size (4032 px wide, upscaled from the same photos). Then the other modalities' cost per
-post: an audio clip to its log-mel spectrogram (mmsent.audio.decode_audio: decode, downmix,
+post: a text to its token windows (the default model's tokenizer, VADER texts), an audio clip to its log-mel spectrogram (mmsent.audio.decode_audio: decode, downmix,
 resample to 16 kHz, STFT, mel bands) on 5 s synthetic voice-like clips in each format, and a
 post's tabular columns to the tower's inputs (mmsent.tabular.encode_tabular).
 
@@ -65,6 +65,19 @@ def per_second(work, seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
+def text(seconds: float) -> None:
+    from mmsent.config import ModelCfg
+    from mmsent.preprocess import Preprocessor
+    from mmsent.train.data import read_vader
+
+    pre, texts = Preprocessor(ModelCfg(image=None)), read_vader().texts[:2048]
+    batches = [texts[i : i + 32] for i in range(0, len(texts), 32)]
+    r = per_second(lambda: sum(len(pre(b)["has_text"]) for b in batches), seconds)
+    print(
+        f"text -> token windows (VADER texts, batches of 32), 1 core {r:9.0f} {1000 / r:9.3f} ms/text"
+    )
+
+
 def audio_and_tabular(seconds: float) -> None:
     print("audio clip -> log-mel (5 s, 44.1 kHz stereo), 1 core   clips/s   ms/clip")
     cfg = AudioCfg()
@@ -101,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, images in cases.items():
         r = rate(images, args.size, args.seconds)
         print(f"  {label + f' ({len(images)})':42s} {r:9.1f} {1000 / r:9.2f}", flush=True)
+    text(args.seconds)
     audio_and_tabular(args.seconds)
 
 
