@@ -40,7 +40,7 @@ from mmsent.config import ScoreCfg, load_config  # noqa: E402
 from mmsent.pipeline import ray_compat  # noqa: E402
 from mmsent.pipeline.job import build_dataset, model_config  # noqa: E402
 from mmsent.pipeline.output import output_fields  # noqa: E402
-from mmsent.pipeline.plan import make_plan, tabular_columns  # noqa: E402
+from mmsent.pipeline.plan import make_plan  # noqa: E402
 from mmsent.pipeline.stages import ModelStage, preprocess, read_unit  # noqa: E402
 
 PLATFORMS = ["x", "instagram", "tiktok", "reddit"]
@@ -114,7 +114,7 @@ def four_modality_model(folder: Path) -> str:
 def setup(path: str, cfg: ScoreCfg):
     model_cfg = model_config(cfg.model_dir)
     reserved = {name for name, _ in output_fields(model_cfg)}
-    plan = make_plan(path, cfg, reserved, tabular_columns(model_cfg))
+    plan = make_plan(path, cfg, reserved, model_cfg.tabular_columns())
     return plan, model_cfg, [{"file": plan.files[0], "skip": []}]
 
 

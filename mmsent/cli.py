@@ -59,8 +59,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     for medium in ("image", "audio"):
         ref = getattr(args, medium)
         data, status, _ = fetch(ref, FetchCfg()) if ref else (None, None, None)
-        if medium == "audio":
-            status = codes.audio_fetch(status)
+        status = codes.fetch_code(status, medium)
         post[medium], post[f"{medium}_status"] = data, None if data is not None else status
     try:
         predictor = Predictor(args.model, runtime=args.runtime, precision=args.precision)

@@ -49,7 +49,7 @@ AUDIO_TOO_LONG = "audio_too_long"  # longer than max_seconds (and not truncated)
 AUDIO_TOO_SHORT = "audio_too_short"  # shorter than min_seconds (no frames, a few samples)
 AUDIO_SILENT = "audio_silent"  # peak below silence_dbfs: nothing to hear
 
-# Audio errors: fetching the bytes (the one fetcher's image_* codes, as audio_*: audio_fetch).
+# Audio errors: fetching the bytes (the one fetcher's image_* codes, as audio_*: fetch_code).
 AUDIO_NOT_FOUND = "audio_not_found"
 AUDIO_FETCH_TIMEOUT = "audio_fetch_timeout"
 AUDIO_FETCH_ERROR = "audio_fetch_error"
@@ -100,9 +100,10 @@ _AS_AUDIO = {
 }
 
 
-def audio_fetch(status: str | None) -> str | None:
-    """A code of the one fetcher (mmsent.io.fetch names its codes image_*) for an audio clip."""
-    return _AS_AUDIO.get(status, status)
+def fetch_code(status: str | None, medium: str) -> str | None:
+    """A code of the one fetcher (mmsent.io.fetch names its codes image_*) for a `medium`'s
+    bytes: "image" as it is, "audio" as audio_*."""
+    return _AS_AUDIO.get(status, status) if medium == "audio" else status
 
 
 def status_modalities(modalities: list[str]) -> list[str]:

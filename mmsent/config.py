@@ -160,6 +160,11 @@ class ModelCfg:
         """Modalities this model reads, in a fixed order (the order of fusion weights)."""
         return [m for m in MODALITIES if getattr(self, m) is not None]
 
+    def tabular_columns(self) -> list[str]:
+        """The columns the tabular tower reads from each post, by name (none without one)."""
+        t = self.tabular
+        return [] if t is None else [*t.numeric, *t.categorical]
+
 
 @dataclass
 class FetchCfg:

@@ -22,7 +22,7 @@ from mmsent.models.checkpoint import save
 from mmsent.models.model import build_model
 from mmsent.pipeline.job import model_config, run
 from mmsent.pipeline.output import output_fields
-from mmsent.pipeline.plan import make_plan, read_rows, tabular_columns
+from mmsent.pipeline.plan import make_plan, read_rows
 from mmsent.pipeline.rows import read_block
 from mmsent.pipeline.stages import FetchStage, ModelStage, preprocess
 from mmsent.testing import tiny_model_cfg, tone
@@ -80,7 +80,7 @@ def score_by_hand(path, model_dir):
     model_cfg = model_config(model_dir)
     cfg = ScoreCfg(model_dir=model_dir)
     reserved = {n for n, _ in output_fields(model_cfg)}
-    plan = make_plan(str(path), cfg, reserved, tabular_columns(model_cfg))
+    plan = make_plan(str(path), cfg, reserved, model_cfg.tabular_columns())
     block = read_block(plan.files[0], list(read_rows(plan.files[0], plan)), plan)
     media = tuple(m for m in ("image", "audio") if getattr(model_cfg, m) is not None)
     block = pa.concat_tables(FetchStage(FETCH, 2, media=media)(block))
@@ -187,7 +187,7 @@ def test_fuzz_any_values_in_every_input_column_one_row_each_with_codes(
     path = write_jsonl(folder / "d.jsonl", [{"id": i, **r} for i, r in enumerate(records)])
     model_cfg = model_config(four)
     cfg = ScoreCfg(columns=ScoreColumnsCfg(passthrough=[]))
-    plan = make_plan(str(path), cfg, set(), tabular_columns(model_cfg))
+    plan = make_plan(str(path), cfg, set(), model_cfg.tabular_columns())
     block = read_block(plan.files[0], list(read_rows(plan.files[0], plan)), plan)
     fetch_cfg = FetchCfg(schemes=["file"], retries=0)
     out = stage(preprocess(block, model_cfg=model_cfg, fetch_cfg=fetch_cfg)).to_pylist()

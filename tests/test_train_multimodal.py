@@ -28,7 +28,7 @@ from mmsent.tabular import fit_tabular
 from mmsent.testing import tiny_model_cfg
 from mmsent.train.batches import batches
 from mmsent.train.epoch import make_optimizer, modality_dropout, train_epoch
-from mmsent.train.labelled import fetch_audio, read_posts, tabular_columns
+from mmsent.train.labelled import fetch_audio, read_posts
 from mmsent.train.report import modes, write_report
 from mmsent.train.run import resolve
 from mmsent.train.splits import read_split
@@ -191,7 +191,7 @@ def test_broken_audio_is_a_status_and_its_post_still_trains(tmp_path, encoders):
     ]  # fmt: skip
     (folder / "posts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = tiny_model_cfg(encoders[0], None, tabular=True, audio=True)  # text, tabular, audio
-    read = read_posts(str(folder / "posts.jsonl"), DataCfg(), tabular=tabular_columns(cfg))
+    read = read_posts(str(folder / "posts.jsonl"), DataCfg(), tabular=cfg.tabular_columns())
     assert read.stats["audio_errors"] == {codes.AUDIO_URL_FORBIDDEN: 1}
     posts = read.posts
     assert posts.tabular[0] == {"likes": 12, "hour": None, "platform": "x", "verified": None}

@@ -29,7 +29,7 @@ from ..io.dumps import filesystem, to_uri
 from ..models.checkpoint import read_meta
 from . import lease, ray_compat, resume
 from .output import output_fields
-from .plan import Plan, make_plan, tabular_columns
+from .plan import Plan, make_plan
 from .rows import FETCHED
 from .stages import FetchStage, ModelStage, preprocess, read_unit
 from .summary import account
@@ -144,7 +144,7 @@ def run(
     if cfg.runtime == "onnx":  # built here once, before actors start (they would each wait)
         prepare_onnx(cfg)
     reserved = {name for name, _ in output_fields(model_cfg)}
-    plan = make_plan(input_spec, cfg, reserved, tabular_columns(model_cfg))
+    plan = make_plan(input_spec, cfg, reserved, model_cfg.tabular_columns())
     output = to_uri(*filesystem(output))
     manifest = job_manifest(input_spec, plan, cfg, model_cfg)
     with lease.hold(output):  # one job at a time on OUTPUT, before anything there is touched

@@ -2,7 +2,7 @@
 mmsent.io.dumps (formats, compression, caps, error rows, row keys: see its docstring).
 
     plan = make_plan("dump/*.jsonl", cfg, reserved={name for name, _ in output_fields(model_cfg)},
-                     tabular=tabular_columns(model_cfg))
+                     tabular=model_cfg.tabular_columns())
     for item in read_rows(plan.files[0], plan): ...    # dumps.Item(row, record, error, detail)
 
 make_plan never fails on the data: a first file that is corrupt, truncated or full of bad lines
@@ -85,11 +85,6 @@ def make_plan(spec: str, cfg: ScoreCfg, reserved: set[str], tabular: list[str] =
         reserved = reserved | {out}
         passthrough.append(Passthrough(name, out, types.get(name, pa.string())))
     return Plan(files, cfg.format, c, passthrough, cfg.read, list(tabular))
-
-
-def tabular_columns(model_cfg) -> list[str]:
-    t = model_cfg.tabular
-    return [] if t is None else [*t.numeric, *t.categorical]
 
 
 def _sample_names(files: list[str], cfg: ScoreCfg) -> list[str]:

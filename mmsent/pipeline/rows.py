@@ -106,11 +106,9 @@ def to_row(
         ref, status, detail = resolve_image(record.get(column), base, plan.read)
         ref, data, fetch_status = image_cells(ref)
         row[f"input_{m}"], row[f"{m}_data"] = ref, data
-        row[f"{m}_fetch_status"], row[f"{m}_status"] = fetch_status, status
-        if m == "audio":  # the one fetcher's codes are image_*
-            row["audio_fetch_status"], row["audio_status"] = map(
-                codes.audio_fetch, (fetch_status, status)
-            )
+        # resolve_image and image_cells give the one fetcher's codes (image_*)
+        row[f"{m}_fetch_status"] = codes.fetch_code(fetch_status, m)
+        row[f"{m}_status"] = codes.fetch_code(status, m)
         details.append(detail)
     row["error_detail"] = next(filter(None, details), None)
     row["input_tabular"] = tabular_cell(record, plan.tabular)

@@ -118,7 +118,7 @@ def _fetch_one(ref: str, cfg: FetchCfg, medium: str) -> tuple[bytes | None, str 
 def _outcome(got, medium: str) -> tuple[bytes | None, str | None, str | None]:
     """A Fetched as (bytes, fetch error or None, detail); the fetcher's codes are image_*."""
     status = None if got.status == codes.OK else got.status
-    return got.data, codes.audio_fetch(status) if medium == "audio" else status, got.detail
+    return got.data, codes.fetch_code(status, medium), got.detail
 
 
 def _with_fetched(batch: pa.Table, medium: str, got: list[tuple]) -> pa.Table:

@@ -22,9 +22,6 @@ from .errors import media_too_large
 from .parse import Medium, Post
 from .wire import MEDIA
 
-# the fetcher names its codes image_*: an audio clip's are audio_*
-FETCH_CODE = {"image": lambda status: status, "audio": codes.audio_fetch}
-
 Media = dict[str, tuple[list[bytes | None], list[str | None]]]
 
 
@@ -52,7 +49,9 @@ def load_media(posts: list[Post], cfg: FetchCfg, caps: dict[str, int], budget: i
             raise media_too_large(budget)
         for (m, i, _), g in zip(todo, got, strict=True):
             ok = g.status == codes.OK
-            out[m][0][i], out[m][1][i] = (g.data, None) if ok else (None, FETCH_CODE[m](g.status))
+            out[m][0][i], out[m][1][i] = (
+                (g.data, None) if ok else (None, codes.fetch_code(g.status, m))
+            )
     return out
 
 

@@ -22,7 +22,7 @@ from ..cli import add_runtime_args
 from ..config import ConfigError, DataCfg, FetchCfg
 from ..models.checkpoint import DEFAULT_MODEL_DIR, CheckpointError, read_meta
 from ..models.runtime import load_runtime
-from .labelled import fetch_media, read_posts, tabular_columns
+from .labelled import fetch_media, read_posts
 from .report import write_report
 
 COLUMNS = ("text", "image", "audio", "label", "group", "id")  # --<name>-column flags
@@ -67,7 +67,7 @@ def _evaluate(args) -> int:
     if args.label_map:
         label_map.update(dict(x.split("=", 1) for x in args.label_map))
     data = DataCfg(format=args.format, limit=args.limit, **columns)
-    read = read_posts(args.data, data, labels, label_map, tabular=tabular_columns(model.cfg))
+    read = read_posts(args.data, data, labels, label_map, tabular=model.cfg.tabular_columns())
     media = fetch_media(read.posts, FetchCfg(), model.cfg)
     out = Path(args.out or f"runs/eval-{model.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     extra = {

@@ -4,14 +4,14 @@ and image-path rule as bulk scoring, so one file cannot be read two ways).
 
     rows, bases, unreadable = read_table("s3://bucket/dump/")  # records, each one's folder, codes
     read = read_posts("dump/posts.jsonl", DataCfg(label_column="stars"),
-                      tabular=tabular_columns(model_cfg))      # posts (no image or audio bytes
+                      tabular=model_cfg.tabular_columns())      # posts (no image or audio bytes
     read.posts, read.stats, read.labels, read.label_map        # yet), counts, label map
     counts = fetch_media(read.posts, FetchCfg(), model_cfg)    # {"images": {"ok": 950, ...},
                                                                #  "audio": {"audio_not_found": 2, ...}}
 
 Unreadable rows are counted (`stats["unreadable_rows"]`, and by code in `stats["unreadable"]`),
 never silently lost. Image and audio references (`data.image_column`, `data.audio_column`) are
-read through `mmsent.io.fetch` (its codes as audio_* for clips: `codes.audio_fetch`) and checked
+read through `mmsent.io.fetch` (its codes as audio_* for clips: `codes.fetch_code`) and checked
 with the preprocessing path's own decoders; a post whose image or clip cannot be used keeps its
 other modalities and trains on those. A relative path that leaves its data file's folder is
 refused (`stats["image_errors"]`, `stats["audio_errors"]`, and image_url_forbidden /
@@ -83,12 +83,6 @@ class Read(NamedTuple):
     label_map: dict[str, str]  # raw label text -> class name
 
 
-def tabular_columns(model: ModelCfg | None) -> list[str]:
-    """The columns a model's tabular tower reads from each record (none without that tower)."""
-    tab = model.tabular if model is not None else None
-    return [*tab.numeric, *tab.categorical] if tab is not None else []
-
-
 def read_posts(
     uri: str,
     cfg: DataCfg,
@@ -98,7 +92,7 @@ def read_posts(
     tabular: list[str] = (),
 ) -> Read:
     """Posts of `uri`, labels as class indices; rows without a known label are counted, not kept.
-    `tabular`: the columns kept per post as its tabular mapping (`tabular_columns(model_cfg)`).
+    `tabular`: the columns kept per post as its tabular mapping (`model_cfg.tabular_columns()`).
 
     Without `label_map`, the label map is made from this data (`data.make_label_map`).
     """
@@ -140,7 +134,7 @@ def read_posts(
     for j, (image_ref, audio_ref) in enumerate(zip(images, audio, strict=True)):
         # refused when reading: fetching keeps it (the split files hold no ref)
         posts.image_status[j] = image_ref[1] or posts.image_status[j]
-        posts.audio_status[j] = codes.audio_fetch(audio_ref[1]) or posts.audio_status[j]
+        posts.audio_status[j] = codes.fetch_code(audio_ref[1], "audio") or posts.audio_status[j]
     stats = {
         "rows": len(rows) + sum(unreadable.values()),
         "posts": len(keep),
@@ -150,7 +144,9 @@ def read_posts(
         "image_errors": dict(Counter(r[1] for r in images if r[1])),
     }
     if cfg.audio_column:
-        stats["audio_errors"] = dict(Counter(codes.audio_fetch(r[1]) for r in audio if r[1]))
+        stats["audio_errors"] = dict(
+            Counter(codes.fetch_code(r[1], "audio") for r in audio if r[1])
+        )
     return Read(posts, stats, list(labels), label_map)
 
 
@@ -177,7 +173,7 @@ def fetch_images(
 def fetch_audio(
     posts: Posts, fetch_cfg: FetchCfg, model_cfg: ModelCfg, chunk: int = 256
 ) -> dict[str, int]:
-    """Fill `posts.audio` through the same fetcher (its codes as audio_*: codes.audio_fetch);
+    """Fill `posts.audio` through the same fetcher (its codes as audio_*: codes.fetch_code);
     clips that do not decode are dropped (status kept)."""
     if model_cfg.audio is None:
         posts.audio_status = _unused(posts.audio_refs, posts.audio_status)
@@ -199,13 +195,12 @@ def _fetch(posts: Posts, m: str, fetch_cfg: FetchCfg, check, chunk: int) -> dict
     run once now so that bad bytes cost nothing per epoch."""
     data = posts.images if m == "image" else posts.audio
     all_refs, status = getattr(posts, f"{m}_refs"), getattr(posts, f"{m}_status")
-    as_code = codes.audio_fetch if m == "audio" else str
     for start in range(0, len(posts), chunk):
         refs = all_refs[start : start + chunk]
         for j, (got, st, _) in enumerate(fetch_many(refs, fetch_cfg)):
             if refs[j] is None and codes.is_error(status[start + j]):
                 continue  # refused when reading (read_posts): nothing was fetched
-            st = as_code(st)
+            st = codes.fetch_code(st, m)
             if st == codes.OK:
                 st = check(got)
             data[start + j] = got if st == codes.OK else None

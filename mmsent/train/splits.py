@@ -27,7 +27,7 @@ from ..config import ConfigError, DataCfg, TrainRunCfg
 from ..tabular import check_fitted, fit_tabular
 from .data import Posts, stratified_split
 from .epoch import class_weights
-from .labelled import fetch_media, read_posts, tabular_columns
+from .labelled import fetch_media, read_posts
 
 SPLITS = ("train", "val", "test")
 
@@ -39,7 +39,7 @@ def make_splits(cfg: TrainRunCfg) -> tuple[dict[str, Posts], dict]:
         raise ConfigError("no training data: set data.train (a file or folder, local or s3://)")
     if len(d.split) != 3 or min(d.split) < 0 or d.split[0] <= 0:
         raise ConfigError(f"data.split {d.split}: give 3 fractions (train > 0, val, test)")
-    tab = tabular_columns(cfg.model)
+    tab = cfg.model.tabular_columns()
     first = read_posts(d.train, d, model_labels=cfg.model.labels, tabular=tab)
     labels, label_map = first.labels, first.label_map
     given = {
@@ -128,7 +128,7 @@ def split_cfg(data: DataCfg) -> DataCfg:
 
 def read_split(run_dir: Path, split: str, cfg: TrainRunCfg, meta: dict) -> Posts:
     path = str(run_dir / "data" / f"{split}.jsonl")
-    tab = tabular_columns(cfg.model)
+    tab = cfg.model.tabular_columns()
     return read_posts(
         path, split_cfg(cfg.data), meta["labels"], meta["label_map"], tabular=tab
     ).posts
